@@ -1,0 +1,1 @@
+"""Sandbox protocol and backends (bubblewrap by default)."""

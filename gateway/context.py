@@ -1,0 +1,41 @@
+"""The :class:`tools.base.CallContext` the gateway hands a tool for one call."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.ledger import Ledger, Slice
+from gateway.redact import Redactor
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+@dataclass
+class ToolContext:
+    session_id: str
+    workspace: Path
+    ledger: Ledger
+    redactor: Redactor
+    progress_fn: ProgressFn | None = None
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None:
+        await self.ledger.append(self.session_id, type, self.redactor.value(data))
+
+    async def read_events(
+        self,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 50,
+        types: Sequence[str] | None = None,
+        order: str = "asc",
+    ) -> list[dict[str, Any]]:
+        window = Slice(after=after, before=before, limit=limit, types=tuple(types or ()), order=order)
+        return [e.to_json() for e in await self.ledger.read(self.session_id, window)]
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if self.progress_fn is not None:
+            await self.progress_fn(progress, total, message)

@@ -1,0 +1,202 @@
+"""The MCP surface: lists a session's tools and routes every call into the pipeline.
+
+Built on the SDK's low-level ``Server`` because the tool set is per session
+(per principal's profile), not fixed at import time.
+
+Which keyhand session a call belongs to:
+
+1. a ``Keyhand-Session: <id>`` request header re-attaches that session (it must
+   be the caller's; someone else's answers "no such session");
+2. otherwise, on a stateful connection (``Mcp-Session-Id``), the session bound to
+   that MCP connection, created on its first call;
+3. otherwise (the stateless 2026-07-28 revision, which has no connection) the
+   caller's default session for its client: one per (principal, client name),
+   the same one every time, never anyone else's.
+
+Every tool result carries the session id in ``_meta["keyhand/session"]`` so a
+client can re-attach later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
+
+from gateway import __version__
+from gateway.auth import LOCAL, Principal
+from gateway.context import ToolContext
+from gateway.errors import NotFound
+from gateway.pipeline import Call, run_call
+from gateway.runtime import Runtime
+from gateway.sessions import Session
+from tools.base import Tool, ToolResult
+
+log = logging.getLogger("keyhand.mcp")
+
+SESSION_HEADER = "keyhand-session"
+SESSION_META = "keyhand/session"
+PRINCIPAL_SCOPE_KEY = "keyhand.principal"
+_MAX_BINDINGS = 10_000
+
+INSTRUCTIONS = (
+    "Keyhand gateway. Tools run in a per-session sandbox; credentials are injected by the gateway and "
+    "never visible to you. Every call is recorded in the session's ledger: read it with session_events."
+)
+
+
+def to_mcp_tool(tool: Tool) -> types.Tool:
+    spec = tool.spec
+    annotations = spec.raw_annotations or spec.annotations.to_mcp()
+    return types.Tool.model_validate(
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "inputSchema": spec.input_schema,
+            "annotations": annotations,
+            **({"outputSchema": spec.output_schema} if spec.output_schema else {}),
+        }
+    )
+
+
+def to_mcp_result(result: ToolResult, session_id: str) -> types.CallToolResult:
+    payload: dict[str, Any] = {
+        "content": result.content,
+        "isError": result.is_error,
+        "_meta": {SESSION_META: session_id},
+    }
+    if result.structured is not None:
+        payload["structuredContent"] = result.structured
+    return types.CallToolResult.model_validate(payload)
+
+
+class ElicitationAsker:
+    """Asks through MCP elicitation when this client supports it and the transport allows it."""
+
+    def __init__(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        self.ctx = ctx
+
+    async def ask(self, message: str) -> bool | None:
+        session = self.ctx.session
+        caps = session.client_capabilities
+        if caps is None or caps.elicitation is None or not session.can_send_request:
+            return None
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {"approve": {"type": "boolean", "title": "Approve", "default": False}},
+            "required": ["approve"],
+        }
+        result = await session.elicit_form(message, schema, related_request_id=self.ctx.request_id)
+        return result.action == "accept" and bool((result.content or {}).get("approve"))
+
+
+class McpSurface:
+    """Owns the low-level MCP server and the connection -> session bindings."""
+
+    def __init__(self, runtime: Runtime, *, stdio_session: str | None = None) -> None:
+        self.rt = runtime
+        self.stdio_session = stdio_session
+        self._bindings: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._bind_lock = anyio.Lock()
+        self.server: Server[Any] = Server(
+            "keyhand",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+        )
+
+    # -- handlers --------------------------------------------------------------
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        principal = self.principal(ctx)
+        profile = self.rt.config.profile(principal.profile)
+        return types.ListToolsResult(tools=[to_mcp_tool(t) for t in self.rt.toolset.visible(profile)])
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        principal = self.principal(ctx)
+        profile = self.rt.config.profile(principal.profile)
+        decision = self.rt.toolset.decision(profile, params.name)
+        tool = self.rt.toolset.get(params.name)
+        if tool is None or decision is None or decision == "deny":
+            raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name!r} (see tools/list)")
+        session = await self.session_for(ctx, principal)
+        redactor = self.rt.redactor_for(principal)
+        tool_ctx = ToolContext(
+            session_id=session.id,
+            workspace=self.rt.workspace(session.id),
+            ledger=self.rt.ledger,
+            redactor=redactor,
+            progress_fn=ctx.session.report_progress,
+        )
+        call = Call(
+            session_id=session.id,
+            tool=tool,
+            args=params.arguments or {},
+            decision=decision,
+            ctx=tool_ctx,
+            redactor=redactor,
+            asker=ElicitationAsker(ctx),
+            ledger=self.rt.ledger,
+            max_event_bytes=self.rt.config.ledger.max_event_bytes,
+        )
+        result = await run_call(call)
+        return to_mcp_result(result, session.id)
+
+    # -- who and which session ---------------------------------------------------
+
+    def principal(self, ctx: ServerRequestContext[Any, Any]) -> Principal:
+        request = ctx.request
+        if request is None:  # stdio: the person who started the process
+            return LOCAL
+        principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
+        if not isinstance(principal, Principal):  # the auth middleware always sets it
+            raise MCPError(types.INTERNAL_ERROR, "request reached the MCP server unauthenticated")
+        return principal
+
+    async def session_for(self, ctx: ServerRequestContext[Any, Any], principal: Principal) -> Session:
+        request = ctx.request
+        wanted = request.headers.get(SESSION_HEADER) if request is not None else self.stdio_session
+        try:
+            if wanted:
+                return await self.rt.sessions.get(wanted, principal)
+        except NotFound:
+            raise MCPError(types.INVALID_PARAMS, f"no session {wanted!r} for this API key") from None
+        connection = request.headers.get("mcp-session-id") if request is not None else "stdio"
+        if connection:
+            return await self._bound(principal, connection, self._client_name(ctx))
+        return await self.rt.sessions.default_for(principal, self._client_name(ctx))
+
+    async def _bound(self, principal: Principal, connection: str, client: str) -> Session:
+        key = (principal.name, connection)
+        async with self._bind_lock:
+            session_id = self._bindings.get(key)
+            if session_id is not None:
+                self._bindings.move_to_end(key)
+                return await self.rt.sessions.get(session_id, principal)
+            session = await self.rt.sessions.create(principal, client=client)
+            self._bindings[key] = session.id
+            if len(self._bindings) > _MAX_BINDINGS:
+                self._bindings.popitem(last=False)
+            if self.stdio_session is None and connection == "stdio":
+                self.stdio_session = session.id
+            return session
+
+    @staticmethod
+    def _client_name(ctx: ServerRequestContext[Any, Any]) -> str:
+        params = ctx.session.client_params
+        if params is not None and params.client_info is not None:
+            return params.client_info.name
+        if ctx.request is not None:
+            return str(ctx.request.headers.get("user-agent", "unknown"))
+        return "stdio"

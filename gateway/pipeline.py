@@ -1,0 +1,174 @@
+"""One tool call, end to end: the steps in their fixed order, failing closed.
+
+    log call -> arguments -> policy -> credential -> invoke -> redact -> log result
+
+``run_call`` is the only place that order is written down. Each step is a small
+function; a step that refuses raises :class:`Refused` (the call becomes a tool
+error, still logged and still redacted). ``tool.call`` is appended first so that
+refused and failed attempts are in the ledger too; ``tool.result`` /
+``tool.error`` carries the duration and the (truncated, redacted) output.
+Redaction runs on every result, errors included, and on everything logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import jsonschema
+
+from gateway.config import Decision
+from gateway.ledger import Ledger
+from gateway.redact import Redactor
+from tools.base import CallContext, Tool, ToolError, ToolResult
+
+log = logging.getLogger("keyhand.pipeline")
+
+
+class Refused(Exception):
+    """A pipeline step declined the call; the message is what the model is told."""
+
+
+class Asker(Protocol):
+    """Asks the person behind the client to approve a call (MCP elicitation)."""
+
+    async def ask(self, message: str) -> bool | None:
+        """True / False for the person's answer; None when this client cannot be asked."""
+        ...
+
+
+@dataclass
+class Call:
+    """Everything one ``tools/call`` needs, built by the MCP surface."""
+
+    session_id: str
+    tool: Tool
+    args: Mapping[str, Any]
+    decision: Decision
+    ctx: CallContext
+    redactor: Redactor
+    asker: Asker
+    ledger: Ledger
+    max_event_bytes: int = 16_384
+    prepare: Callable[[Call], Awaitable[None]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.tool.spec.name
+
+
+async def run_call(call: Call) -> ToolResult:
+    started = time.monotonic()
+    call_seq = await log_call(call)
+    try:
+        try:
+            check_arguments(call)
+            await check_policy(call)
+            await use_credential(call)
+            result = await invoke(call)
+        except (Refused, ToolError) as exc:
+            result = ToolResult.error(str(exc))
+        result = redact(call, result)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await log_result(call, call_seq, _interrupted(exc), started)
+        raise
+    await log_result(call, call_seq, result, started)
+    return result
+
+
+async def log_call(call: Call) -> int:
+    data = {"tool": call.name, "arguments": call.redactor.value(dict(call.args)), **call.meta}
+    event = await call.ledger.append(call.session_id, "tool.call", data)
+    return event.seq
+
+
+def check_arguments(call: Call) -> None:
+    schema = call.tool.spec.input_schema
+    try:
+        jsonschema.validate(dict(call.args), schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
+        raise Refused(f"invalid arguments for {call.name}: {where}: {exc.message}") from None
+    except jsonschema.SchemaError:
+        log.warning("tool %s has an invalid input schema; arguments not validated", call.name)
+
+
+async def check_policy(call: Call) -> None:
+    if call.decision == "allow":
+        return
+    if call.decision == "deny":
+        await call.ledger.append(call.session_id, "policy.denied", {"tool": call.name, "reason": "profile"})
+        raise Refused(f"the tool {call.name} is denied by this agent profile")
+    message = f"Allow the agent to call {call.name}?"
+    await call.ledger.append(call.session_id, "policy.asked", {"tool": call.name})
+    answer = await call.asker.ask(message)
+    await call.ledger.append(call.session_id, "policy.answered", {"tool": call.name, "approved": answer})
+    if answer is None:
+        raise Refused(
+            f"{call.name} needs approval, and this client cannot be asked (no MCP elicitation). "
+            f'To allow it, set `agents.<profile>.tools: {{"{call.name}": allow}}` in the config.'
+        )
+    if not answer:
+        raise Refused(f"the person declined the call to {call.name}")
+
+
+async def use_credential(call: Call) -> None:
+    if call.prepare is not None:
+        await call.prepare(call)
+
+
+async def invoke(call: Call) -> ToolResult:
+    try:
+        return await call.tool.call(call.ctx, call.args)
+    except (ToolError, Refused):
+        raise
+    except Exception:  # the one top-level boundary of a tool: details go to the log, not the model
+        log.exception("tool %s failed", call.name)
+        return ToolResult.error(f"{call.name} failed with an internal error (see the gateway log)")
+
+
+def redact(call: Call, result: ToolResult) -> ToolResult:
+    if not call.redactor:
+        return result
+    structured = call.redactor.value(result.structured) if result.structured is not None else None
+    return ToolResult(content=call.redactor.value(result.content), is_error=result.is_error, structured=structured)
+
+
+async def log_result(call: Call, call_seq: int, result: ToolResult, started: float) -> None:
+    duration_ms = round((time.monotonic() - started) * 1000, 3)
+    data: dict[str, Any] = {
+        "tool": call.name,
+        "call_seq": call_seq,
+        "duration_ms": duration_ms,
+        "content": _truncate(call.redactor.value(result.content), call.max_event_bytes),
+    }
+    if result.structured is not None:
+        data["structured"] = call.redactor.value(result.structured)
+    await call.ledger.append(call.session_id, "tool.error" if result.is_error else "tool.result", data)
+
+
+def _interrupted(exc: BaseException) -> ToolResult:
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return ToolResult.error("the call was cancelled")
+    return ToolResult.error(f"the call was interrupted ({type(exc).__name__})")
+
+
+def _truncate(content: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for block in content:
+        if block.get("type") == "text":
+            text = str(block.get("text", ""))
+            if len(text) > budget:
+                note = f"\n[... truncated in the ledger: {len(text)} characters in all]"
+                block = {**block, "text": text[:budget] + note}
+            budget = max(0, budget - len(text))
+        elif block.get("type") in ("image", "audio"):
+            block = {"type": block["type"], "mimeType": block.get("mimeType"), "omitted": "binary data"}
+        out.append(block)
+    return out

@@ -1,0 +1,120 @@
+"""Running the gateway: over HTTP with uvicorn, or over stdio; and ``doctor``.
+
+The HTTP listener is bound before uvicorn starts so that ``--port 0`` works and
+the banner prints the port actually in use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import anyio
+import uvicorn
+
+from gateway.config import Config
+from gateway.runtime import Runtime
+
+log = logging.getLogger("keyhand")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+def banner(rt: Runtime, url: str) -> str:
+    admin_key = rt.home / "admin.key"
+    desktop = {
+        "mcpServers": {"keyhand": {"command": "keyhand", "args": ["stdio"], "env": {"KEYHAND_HOME": str(rt.home)}}}
+    }
+    remote = {
+        "mcpServers": {
+            "keyhand": {
+                "command": "npx",
+                "args": ["-y", "mcp-remote", url, "--header", "Authorization: Bearer ${KEYHAND_API_KEY}"],
+                "env": {"KEYHAND_API_KEY": "<a key from `keyhand keys create --name desktop`>"},
+            }
+        }
+    }
+    lines = [*(f"keyhand: {n}" for n in rt.notices), f"keyhand: MCP endpoint {url}"]
+    if rt.auth_enabled:
+        lines.append(f"keyhand: clients send 'Authorization: Bearer <key>'; admin key in {admin_key}")
+        lines.append("keyhand: create a key for a client with: keyhand keys create --name NAME")
+    else:
+        lines.append("keyhand: WARNING: --no-auth: anyone who can reach this address acts as 'local'")
+    lines.append("keyhand: Claude Desktop (claude_desktop_config.json), local stdio:")
+    lines.append(json.dumps(desktop, indent=2))
+    lines.append("keyhand: or over HTTP through mcp-remote:")
+    lines.append(json.dumps(remote, indent=2))
+    return "\n".join(lines)
+
+
+def serve(config: Config, home: Path, *, auth_enabled: bool = True) -> int:
+    from gateway.app import create_app
+
+    rt = Runtime.open(config, home, auth_enabled=auth_enabled)
+    sock = bind(config.server.host, config.server.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = config.server.public_url or f"http://{shown}:{port}/mcp"
+    print(banner(rt, url), flush=True)
+    uv = uvicorn.Config(create_app(rt), log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(uv)
+    server.run(sockets=[sock])
+    return 0
+
+
+def serve_stdio(config: Config, home: Path, *, session: str | None) -> int:
+    """MCP over stdin/stdout; stdout carries only MCP, every log line goes to stderr."""
+    from mcp.server.stdio import stdio_server
+
+    from gateway.mcp_server import McpSurface
+
+    rt = Runtime.open(config, home)
+    for notice in rt.notices:
+        log.info(notice)
+    surface = McpSurface(rt, stdio_session=session)
+
+    async def run() -> None:
+        try:
+            async with stdio_server() as (read, write):
+                await surface.server.run(read, write, surface.server.create_initialization_options())
+        finally:
+            await rt.aclose()
+
+    anyio.run(run)
+    return 0
+
+
+def doctor(config: Config, home: Path) -> int:
+    checks = [
+        ("python >= 3.11", sys.version_info >= (3, 11), sys.version.split()[0]),
+        ("bubblewrap (bwrap)", shutil.which("bwrap") is not None, "install with: apt-get install bubblewrap"),
+        ("home directory writable", _writable(home), str(home)),
+    ]
+    ok = True
+    for name, passed, detail in checks:
+        print(f"[{'ok' if passed else 'FAIL'}] {name}: {detail}")
+        ok = ok and passed
+    return 0 if ok else 1
+
+
+def _writable(home: Path) -> bool:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / ".doctor"
+        probe.write_text("ok")
+        probe.unlink()
+        return True
+    except OSError:
+        return False

@@ -46,16 +46,18 @@ def banner(rt: Runtime, url: str) -> str:
             }
         }
     }
-    lines = [*(f"keyhand: {n}" for n in rt.notices), f"keyhand: MCP endpoint {url}"]
+    lines = [f"keyhand: {n}" for n in rt.notices]
+    if not rt.auth_enabled:
+        lines.append("keyhand: WARNING: --no-auth: anyone who can reach this address acts as 'local'")
+    lines.append(f"keyhand: MCP endpoint {url}")
     if rt.auth_enabled:
         lines.append(f"keyhand: clients send 'Authorization: Bearer <key>'; admin key in {admin_key}")
         lines.append("keyhand: create a key for a client with: keyhand keys create --name NAME")
-    else:
-        lines.append("keyhand: WARNING: --no-auth: anyone who can reach this address acts as 'local'")
     lines.append("keyhand: Claude Desktop (claude_desktop_config.json), local stdio:")
     lines.append(json.dumps(desktop, indent=2))
     lines.append("keyhand: or over HTTP through mcp-remote:")
     lines.append(json.dumps(remote, indent=2))
+    lines.append("keyhand: serving (Ctrl-C to stop)")
     return "\n".join(lines)
 
 

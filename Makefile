@@ -29,7 +29,7 @@ unit: install
 conformance: install
 	bash scripts/conformance.sh
 
-test: lint typecheck unit conformance
+test: lint typecheck conformance unit
 
 clean:
 	rm -rf $(VENV) .tools

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway import __version__
+from gateway import __version__, agent_cli
 from gateway.config import Config, home_dir, load
 from gateway.db import connect
 from gateway.errors import KeyhandError
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         sessions.add_parser(name, help=text).add_argument("id")
 
     sub.add_parser("doctor", help="check that this machine can run the gateway")
+    agent_cli.add_parser(sub)
     return parser
 
 
@@ -191,6 +192,7 @@ COMMANDS = {
     "keys": cmd_keys,
     "sessions": cmd_sessions,
     "doctor": cmd_doctor,
+    "agent": agent_cli.cmd_agent,
 }
 
 if __name__ == "__main__":

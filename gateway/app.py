@@ -95,7 +95,6 @@ def create_app(runtime: Runtime) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with manager.run():
             yield
-        await runtime.aclose()
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error})
     app.add_middleware(AuthMiddleware, runtime=runtime)

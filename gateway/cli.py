@@ -117,7 +117,7 @@ def cmd_stdio(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, config: Config) -> int:
-    rt = Runtime.open(config, home_dir())
+    rt = Runtime.open_stores(config, home_dir())
     try:
         if args.action == "create":
             print(rt.keys.create_sync(args.name, admin=args.admin, profile=args.profile))

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.errors import ConfigError
+from vault.settings import VaultSettings
 
 Decision = Literal["allow", "ask", "deny"]
 
@@ -50,13 +51,57 @@ class AgentProfile(Strict):
     )
 
 
+class Inject(Strict):
+    """Where a credential goes: a header with a format, or an environment variable (stdio upstreams)."""
+
+    header: str | None = Field(
+        None,
+        description="Header to set; default by credential kind (Authorization, or "
+        "the api_key credential's own header).",
+    )
+    format: str | None = Field(
+        None,
+        description="Header value with {secret} (and {username}); default by kind: "
+        "'Bearer {secret}', the bare key, or HTTP Basic.",
+    )
+    env: str | None = Field(None, description="For stdio upstreams: the environment variable that gets the secret.")
+
+
+class UpstreamConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Tools appear as <name>__<tool>.")
+    url: str | None = Field(None, description="Streamable HTTP endpoint of the upstream MCP server.")
+    command: list[str] | None = Field(None, description="Or: an stdio MCP server Keyhand starts itself.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for an stdio upstream.")
+    credential: str | None = Field(None, description="Name of the vault credential to inject.")
+    inject: Inject = Field(default_factory=lambda: Inject(), description="Where the credential goes.")
+    allow_unauthenticated: bool = Field(False, description="Call without a credential when none is usable.")
+    timeout_s: float = Field(60.0, gt=0, description="Longest a single tool call may take.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Longest connecting and initializing may take.")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> UpstreamConfig:
+        if (self.url is None) == (self.command is None):
+            raise ValueError(f"upstream {self.name!r}: give exactly one of `url` or `command`")
+        if "__" in self.name:
+            raise ValueError(f"upstream {self.name!r}: the name may not contain '__'")
+        return self
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=lambda: ServerConfig())
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())
     agents: dict[str, AgentProfile] = Field(default_factory=lambda: {"default": AgentProfile()})
     sandbox: dict[str, Any] = Field(default_factory=dict, description="See tools/sandbox/settings.py.")
     fetch: dict[str, Any] = Field(default_factory=dict, description="See tools/netguard.py.")
-    vault: dict[str, Any] = Field(default_factory=dict, description="See vault/settings.py.")
+    vault: VaultSettings = Field(default_factory=lambda: VaultSettings())
+    upstreams: list[UpstreamConfig] = Field(default_factory=list, description="Upstream MCP servers.")
+
+    @model_validator(mode="after")
+    def _unique_upstreams(self) -> Config:
+        names = [u.name for u in self.upstreams]
+        if len(names) != len(set(names)):
+            raise ValueError("two upstreams have the same name")
+        return self
 
     def profile(self, name: str) -> AgentProfile:
         return self.agents.get(name) or self.agents.get("default") or AgentProfile()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.credentials import Grant
 from gateway.ledger import Ledger, Slice
 from gateway.redact import Redactor
 
@@ -20,6 +21,7 @@ class ToolContext:
     ledger: Ledger
     redactor: Redactor
     progress_fn: ProgressFn | None = None
+    credential: Grant | None = None  # set by the pipeline's credential step, for upstream and HTTP tools
 
     async def emit(self, type: str, data: dict[str, Any]) -> None:
         await self.ledger.append(self.session_id, type, self.redactor.value(data))

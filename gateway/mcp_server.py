@@ -119,6 +119,8 @@ class McpSurface:
     ) -> types.ListToolsResult:
         principal = self.principal(ctx)
         profile = self.rt.config.profile(principal.profile)
+        if self.rt.upstreams is not None:
+            await self.rt.upstreams.ensure_listed(principal)
         return types.ListToolsResult(tools=[to_mcp_tool(t) for t in self.rt.toolset.visible(profile)])
 
     async def call_tool(
@@ -126,12 +128,14 @@ class McpSurface:
     ) -> types.CallToolResult:
         principal = self.principal(ctx)
         profile = self.rt.config.profile(principal.profile)
+        if self.rt.toolset.get(params.name) is None and self.rt.upstreams is not None:
+            await self.rt.upstreams.ensure_listed(principal)
         decision = self.rt.toolset.decision(profile, params.name)
         tool = self.rt.toolset.get(params.name)
         if tool is None or decision is None or decision == "deny":
             raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name!r} (see tools/list)")
         session = await self.session_for(ctx, principal)
-        redactor = self.rt.redactor_for(principal)
+        redactor = await self.rt.redactor_for(principal)
         tool_ctx = ToolContext(
             session_id=session.id,
             workspace=self.rt.workspace(session.id),
@@ -141,6 +145,7 @@ class McpSurface:
         )
         call = Call(
             session_id=session.id,
+            principal=principal,
             tool=tool,
             args=params.arguments or {},
             decision=decision,
@@ -148,6 +153,7 @@ class McpSurface:
             redactor=redactor,
             asker=ElicitationAsker(ctx),
             ledger=self.rt.ledger,
+            credentials=self.rt.credentials,
             max_event_bytes=self.rt.config.ledger.max_event_bytes,
         )
         result = await run_call(call)

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
 import jsonschema
 
+from gateway.auth import Principal
 from gateway.config import Decision
+from gateway.context import ToolContext
+from gateway.credentials import CredentialRefused, Credentials
 from gateway.ledger import Ledger
 from gateway.redact import Redactor
-from tools.base import CallContext, Tool, ToolError, ToolResult
+from tools.base import Tool, ToolError, ToolResult
 
 log = logging.getLogger("keyhand.pipeline")
 
@@ -46,15 +49,16 @@ class Call:
     """Everything one ``tools/call`` needs, built by the MCP surface."""
 
     session_id: str
+    principal: Principal
     tool: Tool
     args: Mapping[str, Any]
     decision: Decision
-    ctx: CallContext
+    ctx: ToolContext
     redactor: Redactor
     asker: Asker
     ledger: Ledger
+    credentials: Credentials | None = None
     max_event_bytes: int = 16_384
-    prepare: Callable[[Call], Awaitable[None]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -119,8 +123,18 @@ async def check_policy(call: Call) -> None:
 
 
 async def use_credential(call: Call) -> None:
-    if call.prepare is not None:
-        await call.prepare(call)
+    """Fetch the bound credential's grant for upstream and HTTP tools (built-in tools have no binding)."""
+    binding = getattr(call.tool, "binding", None)
+    if binding is None or binding.credential is None:
+        return
+    if call.credentials is None:
+        raise Refused(f"{call.name} needs the credential {binding.credential!r}, but the vault is not open")
+    try:
+        call.ctx.credential = await call.credentials.grant(
+            binding.credential, binding.inject, call.principal, call.session_id, optional=binding.allow_unauthenticated
+        )
+    except CredentialRefused as exc:
+        raise Refused(str(exc)) from None
 
 
 async def invoke(call: Call) -> ToolResult:

@@ -1,27 +1,34 @@
 """The running gateway's parts, opened and closed together.
 
-One object owns the database, the ledger, the session and key stores and the
-toolset, so the HTTP app, the stdio server and the CLI all build on the same
-composition, written once here.
+One object owns the database, the ledger, the session and key stores, the
+vault, the upstreams and the toolset, so the HTTP app, the stdio server and the
+CLI all build on the same composition, written once here:
+
+    open_stores  database + ledger + sessions + API keys   (sync; what the CLI needs)
+    running      + vault + built-in tools + upstreams       (async; what serving needs)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway import auth, ledger, sessions
 from gateway.auth import KeyStore, Principal
+from gateway.builtin import add_builtin_tools
 from gateway.config import Config
+from gateway.credentials import Credentials
 from gateway.db import Database
 from gateway.ledger import Ledger
 from gateway.redact import NO_SECRETS, Redactor
 from gateway.sessions import SessionStore
 from gateway.toolset import Toolset
-from tools.session_events import session_events_tool
+from gateway.upstream import Upstreams
+from vault.store import VaultStore
 
 log = logging.getLogger("keyhand")
 
@@ -48,16 +55,35 @@ class Runtime:
     toolset: Toolset
     auth_enabled: bool = True
     notices: list[str] = field(default_factory=list)
+    vault: VaultStore | None = None
+    credentials: Credentials | None = None
+    upstreams: Upstreams | None = None
 
     @classmethod
-    def open(cls, config: Config, home: Path, *, auth_enabled: bool = True) -> Runtime:
+    def open_stores(cls, config: Config, home: Path, *, auth_enabled: bool = True) -> Runtime:
         db = open_database(home)
         led = Ledger(db)
-        toolset = Toolset()
-        toolset.add(session_events_tool(), "builtin")
-        rt = cls(config, home, db, led, SessionStore(db, led), KeyStore(db), toolset, auth_enabled)
+        rt = cls(config, home, db, led, SessionStore(db, led), KeyStore(db), Toolset(), auth_enabled)
         rt.ensure_admin_key()
         return rt
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, config: Config, home: Path, *, auth_enabled: bool = True) -> AsyncIterator[Runtime]:
+        """Everything serving needs; raises vault errors (wrong master key...) before anything listens."""
+        rt = cls.open_stores(config, home, auth_enabled=auth_enabled)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                rt.vault = await VaultStore.open(db_path(home), settings=config.vault, home=home)
+                stack.push_async_callback(rt.vault.close)
+                rt.notices.extend(rt.vault.notices)
+                rt.credentials = Credentials(rt.vault, rt.ledger)
+                await stack.enter_async_context(add_builtin_tools(rt.toolset, config, rt.notices))
+                rt.upstreams = Upstreams(config.upstreams, rt.toolset, rt.credentials)
+                await stack.enter_async_context(rt.upstreams.running())
+                yield rt
+        finally:
+            rt.db.close()
 
     def ensure_admin_key(self) -> None:
         """On a fresh home, create an admin key and write it to ``admin.key`` (0600)."""
@@ -75,13 +101,8 @@ class Runtime:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
-    def redactor_for(self, principal: Principal) -> Redactor:
-        """Every secret in this principal's scope (own and shared credentials)."""
-        return NO_SECRETS
-
-    async def aclose(self) -> None:
-        self.db.close()
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    async def redactor_for(self, principal: Principal) -> Redactor:
+        """Every secret in this principal's scope (own and shared credentials, provider secrets)."""
+        if self.credentials is None:
+            return NO_SECRETS
+        return await self.credentials.redactor(principal)

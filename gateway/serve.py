@@ -64,15 +64,18 @@ def banner(rt: Runtime, url: str) -> str:
 def serve(config: Config, home: Path, *, auth_enabled: bool = True) -> int:
     from gateway.app import create_app
 
-    rt = Runtime.open(config, home, auth_enabled=auth_enabled)
     sock = bind(config.server.host, config.server.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     url = config.server.public_url or f"http://{shown}:{port}/mcp"
-    print(banner(rt, url), flush=True)
-    uv = uvicorn.Config(create_app(rt), log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(uv)
-    server.run(sockets=[sock])
+
+    async def run() -> None:
+        async with Runtime.running(config, home, auth_enabled=auth_enabled) as rt:
+            print(banner(rt, url), flush=True)
+            uv = uvicorn.Config(create_app(rt), log_level="warning", lifespan="on", access_log=False)
+            await uvicorn.Server(uv).serve(sockets=[sock])
+
+    anyio.run(run)
     return 0
 
 
@@ -82,17 +85,13 @@ def serve_stdio(config: Config, home: Path, *, session: str | None) -> int:
 
     from gateway.mcp_server import McpSurface
 
-    rt = Runtime.open(config, home)
-    for notice in rt.notices:
-        log.info(notice)
-    surface = McpSurface(rt, stdio_session=session)
-
     async def run() -> None:
-        try:
+        async with Runtime.running(config, home) as rt:
+            for notice in rt.notices:
+                log.info(notice)
+            surface = McpSurface(rt, stdio_session=session)
             async with stdio_server() as (read, write):
                 await surface.server.run(read, write, surface.server.create_initialization_options())
-        finally:
-            await rt.aclose()
 
     anyio.run(run)
     return 0

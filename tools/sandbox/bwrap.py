@@ -1,0 +1,258 @@
+"""The bubblewrap backend: one long-lived, namespaced, seccomp-filtered sandbox per session.
+
+What a sandbox sees (everything else is absent): a read-only ``/usr`` and the
+top-level ``/bin``, ``/lib*`` links, a few read-only files of ``/etc`` that programs
+need to run (generated ``passwd``/``group``/``hosts``), a fresh ``/proc`` and ``/dev``,
+a size-capped tmpfs ``/tmp``, and the session's workspace read-write at
+``/workspace``. It runs in new user, mount, PID, IPC, UTS, cgroup and network
+namespaces (no network: only its own loopback), as uid/gid 1000, in a new session
+(no TIOCSTI into the gateway's terminal), with all capabilities dropped, nested user
+namespaces disabled and the filter of :mod:`tools.sandbox.seccomp`. Its first process
+is :mod:`tools.sandbox.supervisor`; ``--die-with-parent`` takes the whole tree down
+with the gateway. Limits: rlimits always; a cgroup where writable (see
+:mod:`tools.sandbox.cgroup`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+import anyio
+
+from tools.sandbox.cgroup import Cgroup, create_cgroup
+from tools.sandbox.channel import SupervisorChannel
+from tools.sandbox.protocol import SANDBOX_WORKSPACE, ExecResult, SandboxLost, SandboxUnavailable, Viability
+from tools.sandbox.seccomp import UnsupportedArch, build_filter
+from tools.sandbox.settings import SandboxSettings
+
+SANDBOX_UID = 1000
+SUPERVISOR_PATH = "/run/keyhand/supervisor.py"
+PROVISION_TIMEOUT_S = 15.0
+# Pieces of the host's /etc that ordinary programs need; nothing with secrets.
+ETC_FILES = (
+    "ld.so.cache ld.so.conf ld.so.conf.d alternatives nsswitch.conf localtime timezone ssl ca-certificates "
+    "mime.types inputrc bash.bashrc profile python3 python3.11 python3.12 protocols services"
+).split()
+TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+PASSWD = (
+    "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+    f"agent:x:{SANDBOX_UID}:{SANDBOX_UID}:Keyhand sandbox:{SANDBOX_WORKSPACE}:/bin/bash\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = f"root:x:0:\nagent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+HOSTS = "127.0.0.1 localhost keyhand\n::1 localhost\n"
+SANDBOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": SANDBOX_WORKSPACE,
+    "USER": "agent",
+    "LOGNAME": "agent",
+    "SHELL": "/bin/bash",
+    "LANG": "C.UTF-8",
+    "TMPDIR": "/tmp",
+    "TERM": "dumb",
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+}
+# The cgroup is joined by a tiny shell before bwrap starts, so every sandbox process is born in it.
+_JOIN_CGROUP = 'for f in $KEYHAND_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"'
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def supervisor_source() -> bytes:
+    return resources.files("tools.sandbox").joinpath("supervisor.py").read_bytes()
+
+
+class BwrapBackend:
+    """Creates :class:`BwrapSandbox` es; viable where bubblewrap and user namespaces work."""
+
+    name = "bwrap"
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self._verdict: Viability | None = None
+
+    def viability(self) -> Viability:
+        """Checked once per backend (it spawns a probe sandbox), then remembered."""
+        if self._verdict is None:
+            self._verdict = self._check()
+        return self._verdict
+
+    def _check(self) -> Viability:
+        if self.settings.network.allow_hosts:
+            return Viability(False, "sandbox.network.allow_hosts is not supported yet; leave it empty (no network)")
+        bwrap = shutil.which(self.settings.bwrap_path)
+        if bwrap is None:
+            return Viability(
+                False, "bubblewrap is not installed: apt-get install bubblewrap (or dnf install bubblewrap)"
+            )
+        if not os.access(self.settings.python_path, os.X_OK):
+            return Viability(
+                False, f"{self.settings.python_path} is missing; the sandbox supervisor needs python3 there"
+            )
+        try:
+            build_filter()
+        except UnsupportedArch as exc:
+            return Viability(False, str(exc))
+        probe = subprocess.run(
+            [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--disable-userns", "--ro-bind", "/", "/",
+             "--", "/bin/true"],
+            capture_output=True, text=True, timeout=10, env={},
+        )  # fmt: skip
+        if probe.returncode != 0:
+            return Viability(
+                False,
+                f"bubblewrap cannot create namespaces here ({probe.stderr.strip()}); enable unprivileged user "
+                "namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)",
+            )
+        warnings: tuple[str, ...] = ()
+        if os.geteuid() == 0:
+            warnings = (
+                "the gateway runs as root: RLIMIT_NPROC is not enforced for root, only a pids cgroup stops fork bombs",
+            )
+        return Viability(True, warnings=warnings)
+
+    async def provision(self, session_id: str, workspace: Path) -> BwrapSandbox:
+        verdict = self.viability()
+        if not verdict.ok:
+            raise SandboxUnavailable(verdict.reason)
+        sandbox = BwrapSandbox(self.settings, session_id, workspace)
+        await sandbox.start()
+        return sandbox
+
+
+class BwrapSandbox:
+    """One running bubblewrap sandbox (see the module docstring for what it isolates)."""
+
+    def __init__(self, settings: SandboxSettings, session_id: str, workspace: Path) -> None:
+        self.settings = settings
+        self.session_id = session_id
+        self._workspace = workspace
+        self.cgroup: Cgroup | None = None
+        self._channel: SupervisorChannel | None = None
+        self.provision_s = 0.0
+
+    @property
+    def workspace(self) -> Path:
+        return self._workspace
+
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the outer bwrap process (killing it takes the whole sandbox down)."""
+        return self._channel.process.pid if self._channel else None
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        limits = self.settings.limits
+        self.cgroup = create_cgroup(
+            f"keyhand-{uuid.uuid4().hex[:12]}", pids=limits.pids, memory_bytes=limits.memory_mb << 20
+        )
+        fds = {
+            "seccomp": _memfd("keyhand-seccomp", build_filter()),
+            "supervisor": _memfd("keyhand-supervisor", supervisor_source()),
+            "passwd": _memfd("passwd", PASSWD.encode()),
+            "group": _memfd("group", GROUP.encode()),
+            "hosts": _memfd("hosts", HOSTS.encode()),
+        }
+        try:
+            process = await anyio.open_process(
+                self._command(fds),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                pass_fds=tuple(fds.values()),
+                env={"KEYHAND_CGROUP_PROCS": " ".join(self.cgroup.procs_files)} if self.cgroup else {},
+                start_new_session=True,
+            )
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        self._channel = SupervisorChannel(process)
+        try:
+            await self._channel.ready(PROVISION_TIMEOUT_S)
+        except SandboxLost:
+            await self.destroy()
+            raise
+        self.provision_s = time.monotonic() - started
+
+    def _command(self, fds: dict[str, int]) -> list[str]:
+        bwrap = shutil.which(self.settings.bwrap_path) or self.settings.bwrap_path
+        cfg = {
+            "workspace": SANDBOX_WORKSPACE,
+            "pidns": True,
+            "output_bytes": self.settings.limits.output_bytes,
+            "limits": self.settings.limits.model_dump(
+                include={"cpu_s", "memory_mb", "pids", "file_size_mb", "open_files"}
+            ),
+        }
+        args = [bwrap, *namespace_args(), *filesystem_args(self.settings, fds, self._workspace)]
+        args += ["--seccomp", str(fds["seccomp"]), "--chdir", SANDBOX_WORKSPACE, "--"]
+        args += [self.settings.python_path, "-I", "-S", "-B", SUPERVISOR_PATH, json.dumps(cfg)]
+        return ["/bin/sh", "-c", _JOIN_CGROUP, "sh", *args] if self.cgroup else args
+
+    async def exec(self, command: str, *, timeout_s: float, restart: bool = False) -> ExecResult:
+        if self._channel is None:
+            raise SandboxLost("the sandbox was never started")
+        ooms = self.cgroup.oom_kills() if self.cgroup else 0
+        result = await self._channel.exec(command, timeout_s=timeout_s, restart=restart)
+        if self.cgroup and self.cgroup.oom_kills() > ooms:
+            result.notes.append(f"a process was killed by the memory limit ({self.settings.limits.memory_mb} MiB)")
+        return result
+
+    async def alive(self) -> bool:
+        return self._channel is not None and self._channel.process.returncode is None and await self._channel.ping()
+
+    async def destroy(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        if self.cgroup is not None:
+            await _remove_cgroup(self.cgroup)
+
+
+def namespace_args() -> list[str]:
+    return [
+        "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try",
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "keyhand", "--disable-userns",
+        "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
+    ]  # fmt: skip
+
+
+def filesystem_args(settings: SandboxSettings, fds: dict[str, int], workspace: Path) -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in TOP_LEVEL:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    for name in ETC_FILES:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for name in ("passwd", "group", "hosts"):
+        args += ["--perms", "0644", "--ro-bind-data", str(fds[name]), f"/etc/{name}"]
+    args += ["--perms", "0644", "--ro-bind-data", str(fds["supervisor"]), SUPERVISOR_PATH]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--perms", "1777", "--size", str(settings.limits.tmp_size_mb << 20), "--tmpfs", "/tmp"]
+    args += ["--bind", str(workspace), SANDBOX_WORKSPACE]
+    for key, value in SANDBOX_ENV.items():
+        args += ["--setenv", key, value]
+    return args
+
+
+async def _remove_cgroup(cgroup: Cgroup) -> None:
+    """rmdir succeeds once the kernel has reaped every process; poll briefly, then give up."""
+    with anyio.move_on_after(2.0):
+        while any(Path(p).read_text().strip() for p in cgroup.procs_files if Path(p).exists()):
+            await anyio.sleep(0.01)
+    cgroup.remove()

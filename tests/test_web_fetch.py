@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.web_servers import MapResolver, RecordingContext, Server, serve, site_app, sink_app
+from tests.web_servers import MapResolver, RecordingContext, Server, serve, sink_app, site_app
 from tools.base import CallContext, Tool, ToolError
 from tools.browse import WebFetchTool, web_fetch_tool
 from tools.netguard import FetchSettings

@@ -105,28 +105,59 @@ def minimal_pdf(text: str) -> bytes:
     return bytes(out)
 
 
+async def long(request: Request) -> Response:
+    return Response("".join(f"line {i:04d}\n" for i in range(1000)), media_type="text/plain")
+
+
+async def redirect(request: Request) -> Response:
+    n = int(request.path_params["n"])
+    return RedirectResponse(f"/redirect/{n - 1}" if n > 1 else "/page", status_code=302)
+
+
+async def redirect_to(request: Request) -> Response:
+    return RedirectResponse(request.query_params["url"], status_code=302)
+
+
+async def big(request: Request) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(int(request.query_params.get("chunks", "100"))):
+            yield b"x" * 10_000
+
+    return StreamingResponse(body(), media_type="text/plain")
+
+
+async def declared_big(request: Request) -> Response:
+    return Response(b"x" * 200_000, media_type="text/plain")
+
+
+def fixed(body: bytes | str, media_type: str) -> Route:
+    """A route ``/type-subtype`` that answers ``body`` labelled ``media_type``."""
+
+    async def endpoint(request: Request) -> Response:
+        return Response(body, media_type=media_type)
+
+    return Route(f"/{media_type.replace('/', '-')}", endpoint)
+
+
+FIXED = [
+    fixed('{"answer": 42, "list": [1, 2]}', "application/json"),
+    fixed("<?xml version='1.0'?><feed><item>x</item></feed>", "application/xml"),
+    fixed(b"\x89PNG\r\n\x1a\n" + bytes(200), "image/png"),
+    fixed(bytes(range(256)), "application/octet-stream"),
+    fixed(b"looks like text\x00\x01\x02 but is not", "text/plain"),
+    fixed(minimal_pdf("Hello from a PDF"), "application/pdf"),
+]
+
+
 def site_app(server: Server) -> Starlette:
     """The site under test: one route per behaviour the fetch tests look at."""
 
-    async def record(request: Request) -> None:
-        server.hits.append(request.url.path)
-
     async def page(request: Request) -> Response:
-        await record(request)
-        return HTMLResponse(PAGE)
-
-    async def long(request: Request) -> Response:
-        return Response("".join(f"line {i:04d}\n" for i in range(1000)), media_type="text/plain")
-
-    async def redirect(request: Request) -> Response:
-        n = int(request.path_params["n"])
-        return RedirectResponse(f"/redirect/{n - 1}" if n > 1 else "/page", status_code=302)
-
-    async def to(request: Request) -> Response:
-        return RedirectResponse(request.query_params["url"], status_code=302)
+        server.hits.append(request.url.path)
+        return HTMLResponse(request.app.state.page)
 
     async def echo(request: Request) -> Response:
-        await record(request)
+        server.hits.append(request.url.path)
         client = request.client.host if request.client else ""
         return JSONResponse({"host": request.headers.get("host"), "client": client})
 
@@ -141,41 +172,22 @@ def site_app(server: Server) -> Starlette:
 
         return StreamingResponse(body(), media_type="text/plain")
 
-    async def big(request: Request) -> Response:
-        async def body() -> AsyncIterator[bytes]:
-            for _ in range(int(request.query_params.get("chunks", "100"))):
-                yield b"x" * 10_000
-
-        return StreamingResponse(body(), media_type="text/plain")
-
-    async def declared_big(request: Request) -> Response:
-        return Response(b"x" * 200_000, media_type="text/plain")
-
-    def fixed(body: bytes | str, media_type: str) -> Route:
-        async def endpoint(request: Request) -> Response:
-            return Response(body, media_type=media_type)
-
-        return Route(f"/{media_type.replace('/', '-')}", endpoint)
-
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/page", page),
-            Route("/long", long),
-            Route("/redirect/{n:int}", redirect),
-            Route("/to", to),
             Route("/echo", echo),
             Route("/hold", hold),
             Route("/drip", drip),
+            Route("/long", long),
+            Route("/redirect/{n:int}", redirect),
+            Route("/to", redirect_to),
             Route("/big", big),
             Route("/declared-big", declared_big),
-            fixed('{"answer": 42, "list": [1, 2]}', "application/json"),
-            fixed("<?xml version='1.0'?><feed><item>x</item></feed>", "application/xml"),
-            fixed(b"\x89PNG\r\n\x1a\n" + bytes(200), "image/png"),
-            fixed(bytes(range(256)), "application/octet-stream"),
-            fixed(b"looks like text\x00\x01\x02 but is not", "text/plain"),
-            fixed(minimal_pdf("Hello from a PDF"), "application/pdf"),
+            *FIXED,
         ]
     )
+    app.state.page = PAGE
+    return app
 
 
 def sink_app(server: Server) -> Starlette:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway import __version__, agent_cli
+from gateway import __version__, agent_cli, vault_cli
 from gateway.config import Config, home_dir, load
 from gateway.db import connect
 from gateway.errors import KeyhandError
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check that this machine can run the gateway")
     agent_cli.add_parser(sub)
+    vault_cli.add_parser(sub)
     return parser
 
 
@@ -193,6 +194,7 @@ COMMANDS = {
     "sessions": cmd_sessions,
     "doctor": cmd_doctor,
     "agent": agent_cli.cmd_agent,
+    "vault": vault_cli.cmd_vault,
 }
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ write is on disk.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -49,6 +50,8 @@ class Database:
     def __init__(self, path: Path, schema: list[str] | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # the ledger and the vault live here: owner-only (SQLite gives -wal/-shm the same)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._writer = connect(path)
         for script in schema or []:
             self._writer.executescript(script)  # idempotent CREATE ... IF NOT EXISTS

@@ -157,13 +157,22 @@ StartGateway = Callable[..., Gateway]
 def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartGateway]:
     started: list[Gateway] = []
 
-    def start(config: dict[str, Any] | None = None, *, no_auth: bool = False, home: Path | None = None) -> Gateway:
+    def start(
+        config: dict[str, Any] | None = None,
+        *,
+        no_auth: bool = False,
+        home: Path | None = None,
+        prepare: Callable[[Gateway], None] | None = None,
+    ) -> Gateway:
+        """Start a gateway; ``prepare(gw)`` runs first (CLI set-up such as `vault add` on the fresh home)."""
         base = tmp_path_factory.mktemp("gw")
         cfg_path = None
         if config is not None:
             cfg_path = base / "config.yaml"
             cfg_path.write_text(yaml.safe_dump(config))
         gw = Gateway(home=home or base / "home", config_path=cfg_path, no_auth=no_auth)
+        if prepare is not None:
+            prepare(gw)
         gw.start()
         started.append(gw)
         return gw

@@ -1,0 +1,165 @@
+"""The credential proxy: an agent calls an upstream tool; Keyhand injects the vault token, scrubs, logs.
+
+Upstreams here are real MCP servers (tests/upstream_server.py over Streamable HTTP and
+over stdio); the secret goes into the vault through `keyhand vault add` (stdin).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gateway, StartGateway, text_of
+from tests.proxy_helpers import SECRET, Upstream, add_secret, stdio_upstream_command, upstream  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+
+ALLOW_TRACKER = {"default": {"tools": {"tracker__*": "allow"}}}
+
+
+def tracker_config(url: str, **extra: Any) -> dict[str, Any]:
+    return {"upstreams": [{"name": "tracker", "url": url, "credential": "tracker", **extra}], "agents": ALLOW_TRACKER}
+
+
+def start_with_alice(start_gateway: StartGateway, config: dict[str, Any]) -> tuple[Gateway, str]:
+    keys: dict[str, str] = {}
+
+    def prepare(gw: Gateway) -> None:
+        add_secret(gw, "tracker", SECRET)
+        keys["alice"] = gw.create_key("alice")
+
+    gw = start_gateway(config, prepare=prepare)
+    return gw, keys["alice"]
+
+
+def secret_forms(secret: str) -> list[str]:
+    b = secret.encode()
+    return [
+        secret,
+        base64.b64encode(b).decode(),
+        base64.urlsafe_b64encode(b).decode().rstrip("="),
+        urllib.parse.quote(secret, safe=""),
+        b.hex(),
+        json.dumps(secret)[1:-1],
+    ]
+
+
+async def test_upstream_tools_appear_prefixed_with_their_schemas_and_annotations(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    async with gw.client(alice) as mcp:
+        tools = {t.name: t for t in (await mcp.list_tools()).tools}
+        echoed = await mcp.call_tool("tracker__echo", {"text": "hello upstream"})
+    assert {"tracker__echo", "tracker__whoami", "tracker__leak", "session_events"} <= set(tools)
+    assert tools["tracker__echo"].input_schema["properties"]["text"]["type"] == "string"
+    assert text_of(echoed) == "hello upstream"
+
+
+async def test_the_upstream_gets_the_vault_token_and_never_the_key_the_client_used(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    async with gw.client(alice) as mcp:
+        result = await mcp.call_tool("tracker__whoami", {})
+    assert upstream.received()[-1] == f"Bearer {SECRET}"
+    assert alice not in upstream.all_headers()
+    assert SECRET not in text_of(result)
+    assert "[REDACTED:" in text_of(result)
+
+
+async def test_a_leaking_upstream_leaks_nothing_to_the_client_ledger_logs_or_database(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    async with gw.client(alice) as mcp:
+        leaked = await mcp.call_tool("tracker__leak", {})
+        failed = await mcp.call_tool("tracker__leak_error", {})
+        sid = leaked.meta["keyhand/session"]
+    client_view = json.dumps(leaked.model_dump(mode="json")) + json.dumps(failed.model_dump(mode="json"))
+    assert "[REDACTED:" in text_of(leaked) and failed.is_error
+    async with gw.http("admin") as http:
+        ledger = (await http.get(f"/v1/sessions/{sid}/events")).text
+    gw.stop()
+    stored = b"".join(p.read_bytes() for p in Path(gw.home).glob("keyhand.db*"))
+    for form in secret_forms(SECRET) + [base64.b64encode(b"user=x;token=" + SECRET.encode() + b";end").decode()[8:40]]:
+        assert form not in client_view, form
+        assert form not in ledger, form
+        assert form not in gw.logs(), form
+        assert form.encode() not in stored, form
+
+
+async def test_an_stdio_upstream_receives_its_secret_as_an_environment_variable(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    record = tmp_path / "stdio.jsonl"
+    config = {
+        "upstreams": [
+            {
+                "name": "tracker",
+                "command": stdio_upstream_command(),
+                "env": {"UPSTREAM_RECORD": str(record)},
+                "credential": "tracker",
+                "inject": {"env": "UPSTREAM_TOKEN"},
+            }
+        ],
+        "agents": ALLOW_TRACKER,
+    }
+    gw, alice = start_with_alice(start_gateway, config)
+    async with gw.client(alice) as mcp:
+        result = await mcp.call_tool("tracker__whoami", {})
+        echoed = await mcp.call_tool("tracker__echo", {"text": "over stdio"})
+    assert json.loads(record.read_text().splitlines()[-1])["credential"] == SECRET
+    assert SECRET not in text_of(result)
+    assert text_of(echoed) == "over stdio"
+
+
+async def test_a_principal_without_a_credential_is_told_how_to_connect_one(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    bob = gw.create_key("bob")
+    async with gw.client(alice) as mcp:  # the tool list is fetched once, with the first usable credential
+        await mcp.list_tools()
+    async with gw.client(bob) as mcp:
+        await mcp.list_tools()
+        result = await mcp.call_tool("tracker__echo", {"text": "x"})
+    assert result.is_error
+    assert "keyhand vault add tracker" in text_of(result)
+    assert all(SECRET not in c for c in upstream.received())
+
+
+async def test_an_upstream_list_change_shows_up_in_the_tool_list(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    async with gw.client(alice) as mcp:
+        assert "tracker__added" not in {t.name for t in (await mcp.list_tools()).tools}
+        await mcp.call_tool("tracker__add_tool", {})
+        names: set[str] = set()
+        for _ in range(50):  # the notification arrives on the upstream's stream, asynchronously
+            names = {t.name for t in (await mcp.list_tools()).tools}
+            if "tracker__added" in names:
+                break
+        assert "tracker__added" in names
+        assert text_of(await mcp.call_tool("tracker__added", {})) == "added works"
+
+
+async def test_upstream_progress_notifications_reach_the_client(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with gw.client(alice) as mcp:
+        result = await mcp.call_tool("tracker__slow", {"seconds": 0.2}, progress_callback=on_progress)
+    assert text_of(result) == "done"
+    assert len(seen) >= 5

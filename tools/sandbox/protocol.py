@@ -82,6 +82,11 @@ class Sandbox(Protocol):
         """The host directory bound read-write at :data:`SANDBOX_WORKSPACE`."""
         ...
 
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the sandbox's outermost process (killing it kills the sandbox); None before start."""
+        ...
+
     async def exec(self, command: str, *, timeout_s: float, restart: bool = False) -> ExecResult:
         """Run ``command`` in the persistent shell; raises :class:`SandboxLost` if the sandbox died.
 

@@ -80,25 +80,40 @@ class Shell:
 
 
 def kill_tree(cfg: dict[str, Any], shell: Shell) -> None:
-    """SIGKILL every process the sandbox's commands started, then reap the shell."""
+    """SIGKILL every process the sandbox's commands started, and reap them before returning."""
     if cfg["pidns"] and os.getpid() == 2:  # PID 1 is bubblewrap's init; -1 spares it and us
         for _ in range(50):
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
                 break
-    else:
-        for pid in [shell.proc.pid, *_descendants(shell.proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(shell.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    else:  # we are a child subreaper, so orphaned (daemonised) processes are still our descendants
+        for _ in range(3):
+            for pid in _descendants(os.getpid()):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     shell.proc.wait()
     shell.close()
+    if not cfg["pidns"]:
+        _reap_all()
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def become_subreaper() -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER): orphans of our commands are re-parented to us, not to init."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)
 
 
 def _descendants(root: int) -> list[int]:
@@ -242,6 +257,8 @@ class Supervisor:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if not cfg["pidns"]:
+        become_subreaper()
     requests = Requests()
     sup = Supervisor(cfg, requests)
     reply(ready=True, pid=os.getpid())

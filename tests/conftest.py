@@ -26,6 +26,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.proxy_helpers"]  # the `upstream` fixture
 START_TIMEOUT_S = 30.0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway, StartGateway, text_of
-from tests.proxy_helpers import SECRET, Upstream, add_secret, stdio_upstream_command, upstream  # noqa: F401
+from tests.proxy_helpers import SECRET, Upstream, add_secret, stdio_upstream_command
 
 pytestmark = pytest.mark.anyio
 

@@ -3,8 +3,9 @@
 What a sandbox sees (everything else is absent): a read-only ``/usr`` and the
 top-level ``/bin``, ``/lib*`` links, a few read-only files of ``/etc`` that programs
 need to run (generated ``passwd``/``group``/``hosts``), a fresh ``/proc`` and ``/dev``,
-a size-capped tmpfs ``/tmp``, and the session's workspace read-write at
-``/workspace``. It runs in new user, mount, PID, IPC, UTS, cgroup and network
+size-capped tmpfs ``/tmp`` and ``/dev/shm``, and the session's workspace read-write at
+``/workspace`` (those three are the only writable places: bwrap's own root is
+remounted read-only). It runs in new user, mount, PID, IPC, UTS, cgroup and network
 namespaces (no network: only its own loopback), as uid/gid 1000, in a new session
 (no TIOCSTI into the gateway's terminal), with all capabilities dropped, nested user
 namespaces disabled and the filter of :mod:`tools.sandbox.seccomp`. Its first process
@@ -166,12 +167,14 @@ class BwrapSandbox:
             "group": _memfd("group", GROUP.encode()),
             "hosts": _memfd("hosts", HOSTS.encode()),
         }
+        # Options go through --args so the sandbox's PID 1 cmdline does not reveal host paths.
+        fds["args"] = _memfd("keyhand-bwrap-args", b"".join(a.encode() + b"\0" for a in self._options(fds)))
         try:
             process = await anyio.open_process(
-                self._command(fds),
+                self._command(fds["args"]),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,  # read only when the sandbox dies (see SupervisorChannel)
                 pass_fds=tuple(fds.values()),
                 env={"KEYHAND_CGROUP_PROCS": " ".join(self.cgroup.procs_files)} if self.cgroup else {},
                 start_new_session=True,
@@ -187,9 +190,8 @@ class BwrapSandbox:
             raise
         self.provision_s = time.monotonic() - started
 
-    def _command(self, fds: dict[str, int]) -> list[str]:
-        bwrap = shutil.which(self.settings.bwrap_path) or self.settings.bwrap_path
-        cfg = {
+    def _supervisor_config(self) -> dict[str, object]:
+        return {
             "workspace": SANDBOX_WORKSPACE,
             "pidns": True,
             "output_bytes": self.settings.limits.output_bytes,
@@ -197,10 +199,16 @@ class BwrapSandbox:
                 include={"cpu_s", "memory_mb", "pids", "file_size_mb", "open_files"}
             ),
         }
-        args = [bwrap, *namespace_args(), *filesystem_args(self.settings, fds, self._workspace)]
-        args += ["--seccomp", str(fds["seccomp"]), "--chdir", SANDBOX_WORKSPACE, "--"]
-        args += [self.settings.python_path, "-I", "-S", "-B", SUPERVISOR_PATH, json.dumps(cfg)]
-        return ["/bin/sh", "-c", _JOIN_CGROUP, "sh", *args] if self.cgroup else args
+
+    def _options(self, fds: dict[str, int]) -> list[str]:
+        args = [*namespace_args(), *filesystem_args(self.settings, fds, self._workspace)]
+        return [*args, "--seccomp", str(fds["seccomp"]), "--chdir", SANDBOX_WORKSPACE]
+
+    def _command(self, args_fd: int) -> list[str]:
+        bwrap = shutil.which(self.settings.bwrap_path) or self.settings.bwrap_path
+        command = [bwrap, "--args", str(args_fd), "--", self.settings.python_path, "-I", "-S", "-B", SUPERVISOR_PATH]
+        command.append(json.dumps(self._supervisor_config()))
+        return ["/bin/sh", "-c", _JOIN_CGROUP, "sh", *command] if self.cgroup else command
 
     async def exec(self, command: str, *, timeout_s: float, restart: bool = False) -> ExecResult:
         if self._channel is None:
@@ -242,9 +250,12 @@ def filesystem_args(settings: SandboxSettings, fds: dict[str, int], workspace: P
     for name in ("passwd", "group", "hosts"):
         args += ["--perms", "0644", "--ro-bind-data", str(fds[name]), f"/etc/{name}"]
     args += ["--perms", "0644", "--ro-bind-data", str(fds["supervisor"]), SUPERVISOR_PATH]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--perms", "1777", "--size", str(settings.limits.tmp_size_mb << 20), "--tmpfs", "/tmp"]
+    tmp_size = str(settings.limits.tmp_size_mb << 20)
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", tmp_size, "--tmpfs", "/dev/shm"]
+    args += ["--perms", "1777", "--size", tmp_size, "--tmpfs", "/tmp"]
     args += ["--bind", str(workspace), SANDBOX_WORKSPACE]
+    # bwrap's root and /dev are tmpfs it made writable; seal them (device nodes stay usable).
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     for key, value in SANDBOX_ENV.items():
         args += ["--setenv", key, value]
     return args

@@ -103,7 +103,22 @@ class SupervisorChannel:
             self.lost = f"{what}; the sandbox was killed"
         else:
             self.lost = f"{what}; the sandbox process {describe_exit(code)}"
+        if said := await self._stderr_tail():
+            self.lost += f" (it said: {said})"
         return SandboxLost(self.lost)
+
+    async def _stderr_tail(self) -> str:
+        """What bwrap or the supervisor printed before dying (they only write there when failing)."""
+        if self.process.stderr is None:
+            return ""
+        data = b""
+        with anyio.move_on_after(0.5):
+            while len(data) < 2000:
+                try:
+                    data += await self.process.stderr.receive(2000)
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+        return data.decode("utf-8", "replace").strip()[-500:]
 
     async def close(self) -> None:
         """Kill the process (and with it, via --die-with-parent / the pipe, the whole tree)."""

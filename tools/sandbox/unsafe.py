@@ -71,7 +71,7 @@ class UnsafeSandbox:
             [sys.executable, "-I", "-S", "-B", "-c", source, json.dumps(cfg)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,  # read only when the sandbox dies (see SupervisorChannel)
             cwd=str(self._workspace),
             env={**SANDBOX_ENV, "HOME": str(self._workspace)},
             start_new_session=True,

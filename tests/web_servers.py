@@ -149,6 +149,35 @@ FIXED = [
 ]
 
 
+JS_PAGE = """<!doctype html><html><head><title>Script page</title></head><body>
+<main><h1>Static heading</h1><p id="out">private fetch: not attempted</p><pre id="procs">PROCS</pre></main>
+<script>
+document.querySelector("main").insertAdjacentHTML("beforeend", "<p>Rendered by script</p>");
+fetch("http://127.0.0.1:SINK/steal").then(r => "status " + r.status).catch(() => "failed")
+  .then(t => { document.getElementById("out").textContent = "private fetch: " + t; });
+</script></body></html>"""
+
+
+def browser_processes() -> str:
+    """``uid sandbox`` for every Chromium process of a keyhand render running right now."""
+    rows = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if any(b"keyhand-render-" in arg for arg in cmdline) and b"--type=renderer" not in cmdline:
+            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+            rows.append(f"uid={uid} no-sandbox={b'--no-sandbox' in cmdline}")
+    return "\n".join(sorted(set(rows))) or "none"
+
+
+async def js_page(request: Request) -> Response:
+    sink = request.query_params.get("sink", "9")
+    return HTMLResponse(JS_PAGE.replace("SINK", sink).replace("PROCS", browser_processes()))
+
+
 def site_app(server: Server) -> Starlette:
     """The site under test: one route per behaviour the fetch tests look at."""
 
@@ -179,6 +208,7 @@ def site_app(server: Server) -> Starlette:
             Route("/hold", hold),
             Route("/drip", drip),
             Route("/long", long),
+            Route("/js", js_page),
             Route("/redirect/{n:int}", redirect),
             Route("/to", redirect_to),
             Route("/big", big),

@@ -160,7 +160,11 @@ class RenderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Allow `render: true` (a real headless Chromium) at all.")
-    chromium_path: str = Field("/usr/lib/chromium/chromium", description="The Chromium binary (Debian: chromium).")
+    chromium_path: str = Field(
+        "/usr/lib/chromium/chromium",
+        description="The Chromium binary (Debian package chromium). Not the /usr/bin/chromium launcher script, "
+        "which sources /etc/chromium.d (Google API keys, extra flags) into the browser.",
+    )
     run_as_uid: int = Field(65534, description="When keyhand runs as root, Chromium runs as this uid (nobody).")
     timeout_s: float = Field(30.0, gt=0, le=300, description="Deadline for loading and rendering one page.")
     max_requests: int = Field(200, ge=1, description="Requests one rendered page may make (subresources, XHR).")

@@ -8,6 +8,7 @@ Unknown keys are errors: a typo must not silently turn a protection off.
 from __future__ import annotations
 
 import os
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,39 @@ class UpstreamConfig(Strict):
         return self
 
 
+class HttpToolConfig(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Tool name as the agent sees it.")
+    description: str = Field(description="What the tool does, for the model.")
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"}, description="JSON Schema of the arguments."
+    )
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field("GET", description="HTTP method.")
+    url: str = Field(description="URL template; {arg} placeholders are filled from the arguments.")
+    query: list[str] = Field(default_factory=list, description="Arguments sent in the query string.")
+    body: list[str] | Literal["rest"] | None = Field(
+        None, description="Arguments sent as a JSON body: a list of names, or 'rest' for all not used elsewhere."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Fixed extra request headers.")
+    credential: str | None = Field(None, description="Vault credential to inject.")
+    inject: Inject = Field(default_factory=lambda: Inject(), description="Where the credential goes.")
+    allow_unauthenticated: bool = Field(False, description="Call without a credential when none is usable.")
+    read_only: bool = Field(False, description="Annotate the tool as read-only (no side effects).")
+    timeout_s: float = Field(30.0, gt=0, description="Request timeout.")
+    max_response_bytes: int = Field(1_000_000, gt=0, description="Longest response body returned.")
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpToolConfig:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"http tool {self.name!r}: url must start with http:// or https://")
+        if any(h.lower() == "authorization" for h in self.headers):
+            raise ValueError(f"http tool {self.name!r}: put credentials in the vault, not in `headers`")
+        return self
+
+    @property
+    def path_params(self) -> list[str]:
+        return [name for _, name, _, _ in string.Formatter().parse(self.url) if name]
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=lambda: ServerConfig())
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())
@@ -95,12 +129,16 @@ class Config(Strict):
     fetch: dict[str, Any] = Field(default_factory=dict, description="See tools/netguard.py.")
     vault: VaultSettings = Field(default_factory=lambda: VaultSettings())
     upstreams: list[UpstreamConfig] = Field(default_factory=list, description="Upstream MCP servers.")
+    http_tools: list[HttpToolConfig] = Field(default_factory=list, description="Declarative HTTP tools.")
 
     @model_validator(mode="after")
     def _unique_upstreams(self) -> Config:
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):
             raise ValueError("two upstreams have the same name")
+        tools = [t.name for t in self.http_tools]
+        if len(tools) != len(set(tools)):
+            raise ValueError("two http_tools have the same name")
         return self
 
     def profile(self, name: str) -> AgentProfile:

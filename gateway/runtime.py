@@ -23,6 +23,7 @@ from gateway.builtin import add_builtin_tools
 from gateway.config import Config
 from gateway.credentials import Credentials
 from gateway.db import Database
+from gateway.http_tools import http_tools
 from gateway.ledger import Ledger
 from gateway.redact import NO_SECRETS, Redactor
 from gateway.sessions import SessionStore
@@ -79,6 +80,8 @@ class Runtime:
                 rt.notices.extend(rt.vault.notices)
                 rt.credentials = Credentials(rt.vault, rt.ledger)
                 await stack.enter_async_context(add_builtin_tools(rt.toolset, config, rt.notices))
+                for tool in await stack.enter_async_context(http_tools(config.http_tools)):
+                    rt.toolset.add(tool, "http")
                 rt.upstreams = Upstreams(config.upstreams, rt.toolset, rt.credentials)
                 await stack.enter_async_context(rt.upstreams.running())
                 yield rt

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.web_servers import MapResolver, RecordingContext, Server, serve, sink_app, site_app
+from tests.web_tls import LocalPKI, make_pki
 from tools.base import CallContext, Tool, ToolError
 from tools.browse import WebFetchTool, web_fetch_tool
 from tools.netguard import FetchSettings
@@ -221,3 +222,36 @@ async def test_the_redirect_to_a_private_service_never_reaches_it(site: Server, 
     with pytest.raises(ToolError, match="loopback"):
         await tool.call(ctx, {"url": url(site, f"/to?url={sink.base}/admin")})
     assert sink.hits == [] and ctx.refusals()[0]["refused_url"] == f"{sink.base}/admin"
+
+
+@pytest.fixture(scope="module")
+def tls_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, LocalPKI]]:
+    pki = make_pki(tmp_path_factory.mktemp("pki"), "tls.keyhand-tests.example")
+    with serve(site_app, ssl_certfile=str(pki.cert_file), ssl_keyfile=str(pki.key_file)) as server:
+        yield server, pki
+
+
+async def test_https_to_the_pinned_address_verifies_the_certificate_for_the_original_name(
+    tls_site: tuple[Server, LocalPKI],
+) -> None:
+    server, pki = tls_site
+    resolver = MapResolver({"tls.keyhand-tests.example": ["127.0.0.1"]})
+    tool = web_fetch_tool(
+        FetchSettings(allow_private=[server.exception]), resolver=resolver, ssl_context=pki.client_context()
+    )
+    text, meta = await fetch(tool, RecordingContext(), url=f"https://tls.keyhand-tests.example:{server.port}/echo")
+    assert f'"host":"tls.keyhand-tests.example:{server.port}"' in text and meta["status"] == 200
+
+
+async def test_https_refuses_a_certificate_that_does_not_name_the_requested_host(
+    tls_site: tuple[Server, LocalPKI],
+) -> None:
+    server, pki = tls_site
+    resolver = MapResolver({"other.keyhand-tests.example": ["127.0.0.1"]})
+    tool = web_fetch_tool(
+        FetchSettings(allow_private=[server.exception]), resolver=resolver, ssl_context=pki.client_context()
+    )
+    ctx = RecordingContext()
+    with pytest.raises(ToolError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+        await tool.call(ctx, {"url": f"https://other.keyhand-tests.example:{server.port}/echo"})
+    assert ctx.events[0][0] == "fetch.failed"

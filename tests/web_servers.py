@@ -49,13 +49,16 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(build: Any) -> Iterator[Server]:
-    """Run ``build(server) -> ASGI app`` on 127.0.0.1, port 0, in a thread; stop it on exit."""
+def serve(build: Any, **tls: Any) -> Iterator[Server]:
+    """Run ``build(server) -> ASGI app`` on 127.0.0.1, port 0, in a thread; stop it on exit.
+
+    ``tls`` passes ``ssl_certfile``/``ssl_keyfile`` to uvicorn for an https server.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     server = Server(port=sock.getsockname()[1])
-    config = uvicorn.Config(build(server), lifespan="off", log_level="warning", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(build(server), lifespan="off", log_level="warning", timeout_graceful_shutdown=1, **tls)
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -88,8 +88,9 @@ class ReadTool:
                 break
             out.append(f"{n:6}\t{text}")
         end_shown = start + len(out) - 1
-        if end_shown < last or len(data) < size:
-            out.append(f"[showing lines {start}-{end_shown}; use view_range to read further]")
+        if end_shown < len(lines) or len(data) < size:
+            total = f"{len(lines)}" if len(data) == size else f"more than {len(lines)}"
+            out.append(f"[showing lines {start}-{end_shown} of {total}; use view_range to read further]")
         return ToolResult.text("\n".join(out) if out else "[empty file]")
 
 

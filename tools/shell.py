@@ -64,14 +64,7 @@ class BashTool:
             raise ToolError("`command` must be a string")
         timeout_s = self._timeout(args.get("timeout_ms"))
         restart = bool(args.get("restart", False))
-        try:
-            result = await self._run_with_progress(ctx, command, timeout_s, restart)
-        except SandboxLost as exc:
-            raise ToolError(f"The sandbox was lost: {exc.reason}. The next call gets a fresh sandbox on the same "
-                            "workspace (files are kept; the shell state is not).") from None  # fmt: skip
-        except SandboxUnavailable as exc:
-            raise ToolError(f"No sandbox available: {exc}") from None
-        return render(result, timeout_s)
+        return render(await self._run_with_progress(ctx, command, timeout_s, restart), timeout_s)
 
     def _timeout(self, timeout_ms: object) -> float:
         default = self.pool.settings.limits.timeout_s
@@ -82,22 +75,32 @@ class BashTool:
         return timeout_ms / 1000
 
     async def _run_with_progress(self, ctx: CallContext, command: str, timeout_s: float, restart: bool) -> ExecResult:
-        result: ExecResult | None = None
+        """Run the command while a side task reports progress; sandbox failures become ToolError."""
+        failure: ToolError | None = None
         async with anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                nonlocal result
+            tg.start_soon(_report_progress, ctx, timeout_s)
+            try:
                 result = await self.pool.exec(ctx, command, timeout_s=timeout_s, restart=restart)
+            except SandboxLost as exc:
+                failure = ToolError(
+                    f"The sandbox was lost: {exc.reason}. The next call gets a fresh sandbox on the same "
+                    "workspace (files are kept; the shell state is not)."
+                )
+            except SandboxUnavailable as exc:
+                failure = ToolError(f"No sandbox available: {exc}")
+            finally:
                 tg.cancel_scope.cancel()
-
-            tg.start_soon(run)
-            started = time.monotonic()
-            while True:
-                await anyio.sleep(PROGRESS_EVERY_S)
-                elapsed = time.monotonic() - started
-                await ctx.progress(elapsed, timeout_s, f"running for {elapsed:.0f}s")
-        assert result is not None
+        if failure is not None:
+            raise failure
         return result
+
+
+async def _report_progress(ctx: CallContext, timeout_s: float) -> None:
+    started = time.monotonic()
+    while True:
+        await anyio.sleep(PROGRESS_EVERY_S)
+        elapsed = time.monotonic() - started
+        await ctx.progress(elapsed, timeout_s, f"running for {elapsed:.0f}s")
 
 
 def render(result: ExecResult, timeout_s: float) -> ToolResult:

@@ -77,10 +77,12 @@ class Workspace:
             fd = os.open(self.root, _DIR_FLAGS)
         try:
             for i, name in enumerate(parts):
-                fd = self._step(fd, name, parts[: i + 1], create)
+                parent, fd = fd, -1  # _step closes the parent whether it succeeds or not
+                fd = self._step(parent, name, parts[: i + 1], create)
             yield fd
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     def _step(self, parent: int, name: str, so_far: list[str], create: bool) -> int:
         try:

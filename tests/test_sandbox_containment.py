@@ -13,6 +13,8 @@ import anyio
 import pytest
 
 from tests.sandbox_helpers import RecordingContext, make_context, small_settings
+from tools.base import ToolError
+from tools.files import EditTool, GrepTool, ReadTool, WriteTool
 from tools.sandbox.bwrap import BwrapSandbox
 from tools.sandbox.pool import SandboxPool
 from tools.sandbox.seccomp import DENIED, native_arch
@@ -229,3 +231,21 @@ async def test_two_sessions_cannot_see_each_others_workspace(
     direct = await run(pool, bob, f"cat {ctx.workspace}/diary-a1b2.txt")
     found = await run(pool, bob, f"find / -path /proc -prune -o -path /usr -prune -o -name {PRIVATE!r} -print")
     assert "diary" not in listing and "alice-private" not in direct and found == ""
+
+
+async def test_links_planted_from_inside_the_sandbox_cannot_steer_the_file_tools_outside(
+    pool: SandboxPool, ctx: RecordingContext, home: Path
+) -> None:
+    key = home / "admin.key"
+    await run(pool, ctx, f"ln -s {key} key.txt; ln -s {home} homedir; ln -s / root")
+    for tool, args in [
+        (ReadTool(), {"file_path": "key.txt"}),
+        (ReadTool(), {"file_path": "/workspace/homedir/admin.key"}),
+        (EditTool(), {"file_path": "key.txt", "old_string": "kh", "new_string": "pwned"}),
+        (WriteTool(), {"file_path": "homedir/admin.key", "content": "pwned"}),
+        (WriteTool(), {"file_path": "root/tmp/planted.txt", "content": "pwned"}),
+    ]:
+        with pytest.raises(ToolError, match="symbolic link"):
+            await tool.call(ctx, args)
+    grep = await GrepTool().call(ctx, {"pattern": "SECRET"})
+    assert key.read_text() == "kh_admin_SECRET-VALUE-0123" and grep.joined_text().startswith("No matches")

@@ -15,7 +15,7 @@ bomb does not help).
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -128,12 +128,12 @@ class PinnedTransport(httpx2.AsyncBaseTransport):
             response = await self._pool.handle_async_request(core)
         except (httpcore2.NetworkError, httpcore2.TimeoutException, httpcore2.ProtocolError) as exc:
             raise _mapped(exc) from exc
-        stream = response.stream
-        assert isinstance(stream, AsyncIterator) or hasattr(stream, "__aiter__")
+        if not isinstance(response.stream, AsyncIterable):
+            raise TypeError("httpcore2 returned a synchronous stream to an async transport")
         return httpx2.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_Stream(aiter(stream), self._pool),  # type: ignore[arg-type]
+            stream=_Stream(aiter(response.stream), self._pool),
             extensions=response.extensions,
         )
 

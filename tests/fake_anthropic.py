@@ -178,7 +178,7 @@ class ServedApi:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("the fake Messages API server did not start")
             time.sleep(0.01)
-        self.api.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.api.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         return self.api
 
     def __exit__(self, *exc: object) -> None:

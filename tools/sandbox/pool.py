@@ -13,6 +13,8 @@ directory the gateway chose); it creates nothing else on the host.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,9 +140,26 @@ class SandboxPool:
             await self.stop_idle()
 
     async def close(self) -> None:
-        """Destroy every sandbox (gateway shutdown)."""
-        for sid in list(self._entries):
-            await self.stop(sid, reason="closed")
+        """Destroy every sandbox (gateway shutdown: call it before the ledger closes, it emits)."""
+        with anyio.CancelScope(shield=True):
+            for sid in list(self._entries):
+                await self.stop(sid, reason="closed")
 
 
-__all__ = ["SandboxPool", "backend_for"]
+@asynccontextmanager
+async def running_pool(settings: SandboxSettings, workspace_root: Path | None = None) -> AsyncIterator[SandboxPool]:
+    """A pool with its idle reaper running; every sandbox is destroyed on exit.
+
+    Raises :class:`SandboxUnavailable` (with what to install) if the configured backend cannot run.
+    """
+    pool = SandboxPool(settings, workspace_root)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.run_idle_reaper)
+        try:
+            yield pool
+        finally:
+            tg.cancel_scope.cancel()
+            await pool.close()
+
+
+__all__ = ["SandboxPool", "backend_for", "running_pool"]

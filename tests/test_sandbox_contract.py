@@ -30,7 +30,7 @@ class SandboxContract:
 
     @pytest.fixture
     def ctx(self, tmp_path: Path) -> RecordingContext:
-        return make_context(tmp_path)
+        return make_context(tmp_path, "a session with spaces")
 
     async def test_a_command_returns_stdout_stderr_and_exit_code(
         self, pool: SandboxPool, ctx: RecordingContext
@@ -51,6 +51,19 @@ class SandboxContract:
         started = await pool.exec(ctx, "sleep 60 & echo $!", timeout_s=10)
         check = await pool.exec(ctx, f"kill -0 {started.stdout.strip()} && echo alive", timeout_s=10)
         assert check.stdout == "alive\n"
+
+    async def test_exit_in_a_command_reports_its_code_and_the_next_call_gets_a_fresh_shell(
+        self, pool: SandboxPool, ctx: RecordingContext
+    ) -> None:
+        result = await pool.exec(ctx, "export GONE=1; exit 7", timeout_s=10)
+        assert (result.exit_code, result.shell_restarted) == (7, True)
+        assert (await pool.exec(ctx, 'echo "[$GONE]"', timeout_s=10)).stdout == "[]\n"
+
+    async def test_removing_the_keyhand_directory_does_not_break_the_next_call(
+        self, pool: SandboxPool, ctx: RecordingContext
+    ) -> None:
+        await pool.exec(ctx, "rm -rf .keyhand", timeout_s=10)
+        assert (await pool.exec(ctx, "echo fine", timeout_s=10)).stdout == "fine\n"
 
     async def test_restart_gives_a_fresh_shell(self, pool: SandboxPool, ctx: RecordingContext) -> None:
         await pool.exec(ctx, "export KEPT=yes", timeout_s=10)

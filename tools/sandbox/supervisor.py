@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ class Shell:
 
     def send(self, script: str, out: str, err: str) -> None:
         fd = self.status_fd  # closed for the command itself, so only the shell can write a status
+        script, out, err = shlex.quote(script), shlex.quote(out), shlex.quote(err)
         line = f"{{ . {script}; }} </dev/null >{out} 2>{err} {fd}>&-; printf '%d\\n' $? >&{fd}\n"
         assert self.proc.stdin is not None
         self.proc.stdin.write(line.encode())
@@ -182,10 +184,12 @@ class Supervisor:
         self.shell = Shell(self.cfg)
 
     def execute(self, req: dict[str, Any]) -> dict[str, Any]:
-        if req.get("restart"):
+        restarted = bool(req.get("restart")) or self.shell.proc.poll() is not None  # e.g. OOM-killed meanwhile
+        if restarted:
             self.restart_shell()
         self.counter += 1
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{self.counter}"
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.counter}-{os.urandom(3).hex()}"
+        os.makedirs(self.run_dir, exist_ok=True)  # the command may have removed it last time
         script = os.path.join(self.run_dir, f"{stamp}.sh")
         out, err = script[:-3] + ".stdout", script[:-3] + ".stderr"
         with open(script, "w") as f:
@@ -197,13 +201,13 @@ class Supervisor:
             "exit_code": status,
             "timed_out": outcome == "timeout",
             "cancelled": outcome == "cancel",
-            "shell_restarted": bool(req.get("restart")) or outcome != "done",
+            "shell_restarted": restarted or outcome != "done",
             "duration_s": time.monotonic() - started,
         }
         if outcome != "done":
             self.restart_shell()
         reply.update(self.collect(stamp, out, err))
-        os.unlink(script)
+        _unlink(script)
         return reply
 
     def wait(self, deadline: float) -> tuple[int | None, str]:
@@ -235,23 +239,33 @@ class Supervisor:
         if len(err_data) < err_size and len(out_data) == out_size:
             err_data, _ = read_capped(err, cap - len(out_data))
         files = []
-        os.makedirs(self.out_dir, exist_ok=True)
+        try:
+            os.makedirs(self.out_dir, exist_ok=True)
+        except OSError:
+            pass
         for path, data, size, name in ((out, out_data, out_size, "stdout"), (err, err_data, err_size, "stderr")):
             if len(data) < size:
                 target = os.path.join(self.out_dir, f"{stamp}.{name}.txt")
-                os.replace(path, target)
-                files.append(target)
-            else:
                 try:
-                    os.unlink(path)
+                    os.replace(path, target)
+                    files.append(target)
                 except OSError:
-                    pass
+                    pass  # the command removed or replaced it: nothing to point at
+            else:
+                _unlink(path)
         return {
             "stdout": out_data.decode("utf-8", "replace"),
             "stderr": err_data.decode("utf-8", "replace"),
             "truncated": bool(files),
             "output_files": files,
         }
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def main() -> None:

@@ -91,6 +91,15 @@ async def test_the_root_holds_only_the_system_the_workspace_and_private_mounts(
     assert {"root", "home", "var", "sys", "work", "opt"}.isdisjoint(top)
 
 
+async def test_no_secret_of_the_host_system_or_the_gateway_environment_reaches_the_sandbox(
+    pool: SandboxPool, ctx: RecordingContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEYHAND_TEST_TOKEN", "tok-should-not-leak")
+    out = await run(pool, ctx, "env; ls /etc/shadow /etc/ssl/private /root /run/user 2>&1; ls /etc/ssl")
+    assert "tok-should-not-leak" not in out and "KEYHAND" not in out
+    assert out.count("No such file or directory") == 4 and out.strip().endswith("certs")
+
+
 async def test_nothing_outside_the_workspace_and_tmp_is_writable(pool: SandboxPool, ctx: RecordingContext) -> None:
     name = f"keyhand-probe-{uuid.uuid4().hex}"
     out = await run(

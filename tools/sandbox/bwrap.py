@@ -36,9 +36,11 @@ from tools.sandbox.settings import SandboxSettings
 SANDBOX_UID = 1000
 SUPERVISOR_PATH = "/run/keyhand/supervisor.py"
 PROVISION_TIMEOUT_S = 15.0
-# Pieces of the host's /etc that ordinary programs need; nothing with secrets.
+# Pieces of the host's /etc that ordinary programs need; nothing with secrets. Keep it narrow: when
+# the gateway runs as root, host root is the uid mapped to the sandbox user, so root-only files of
+# a bound directory (say /etc/ssl/private) would look like the sandbox's own and be readable.
 ETC_FILES = (
-    "ld.so.cache ld.so.conf ld.so.conf.d alternatives nsswitch.conf localtime timezone ssl ca-certificates "
+    "ld.so.cache ld.so.conf ld.so.conf.d alternatives nsswitch.conf localtime timezone ssl/certs ca-certificates "
     "mime.types inputrc bash.bashrc profile python3 python3.11 python3.12 protocols services"
 ).split()
 TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")

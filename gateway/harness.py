@@ -134,7 +134,11 @@ class Harness:
             await self.record("agent.tool_result", data)
 
     async def compact(self) -> None:
-        """Replace the conversation with the model's own summary; the ledger keeps everything else."""
+        """Replace the conversation with the model's own summary and its last tool exchange.
+
+        The last exchange stays verbatim so the model sees the result it is about
+        to act on; everything else is in the summary, and in the ledger.
+        """
         before = self.conv.estimated_tokens()
         response = await self.ask(with_user_text(self.conv.messages, COMPACT_PROMPT), tool_choice={"type": "none"})
         summary = "\n".join(b.text for b in response.content if isinstance(b, anthropic.types.TextBlock))
@@ -144,7 +148,13 @@ class Harness:
             f"seq {through} of session {self.kh.session_id} stay readable with the session_events tool):\n\n"
             f"{summary}\n\nContinue the task."
         )
-        data = {"summary": summary, "content": content, "through_seq": through, "estimated_tokens": before}
+        data = {
+            "summary": summary,
+            "content": content,
+            "kept_messages": self.conv.keepable(),
+            "through_seq": through,
+            "estimated_tokens": before,
+        }
         await self.record("agent.compaction", data)
         log.info("compacted %d estimated tokens (budget %d)", before, self.settings.context_budget)
 

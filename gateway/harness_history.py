@@ -13,7 +13,7 @@ The events the harness writes (all in harness-appendable domains):
     agent.message         {content, model, stop_reason, usage}         the full assistant content blocks
     harness.tool_started  {tool_use_id, name}                          right before the MCP tools/call
     agent.tool_result     {tool_use_id, content, is_error[, call_seq]} right after it, the block the model gets
-    agent.compaction      {summary, content, through_seq, ...}         the conversation restarts from ``content``
+    agent.compaction      {summary, content, kept_messages, ...}       restart from ``content`` + the last exchange
     harness.finished      {reason}                                     end_turn or max_turns
     harness.resumed / harness.interrupted                              bookkeeping, ignored here
 
@@ -118,7 +118,9 @@ class Conversation:
             self.pending, self.answered = [], {}
 
     def _compaction(self, event: Block) -> None:
-        self.messages = [{"role": "user", "content": str(event["data"]["content"])}]
+        keep = int(event["data"].get("kept_messages", 0))
+        kept = self.messages[len(self.messages) - keep :] if keep else []
+        self.messages = [{"role": "user", "content": str(event["data"]["content"])}, *kept]
         self.pending, self.answered = [], {}
         self.usage_tokens, self.usage_mark = 0, 0
         self.compactions += 1
@@ -153,6 +155,13 @@ class Conversation:
             return Outcome("unknown", call_seq)
         content = ledger_content(result["data"].get("content") or [])
         return Outcome("logged", call_seq, content, result["type"] == "tool.error")
+
+    def keepable(self) -> int:
+        """How many trailing messages a compaction can keep: the last tool exchange, when it is one."""
+        tail = self.messages[-2:]
+        if len(self.messages) >= 3 and [m["role"] for m in tail] == ["assistant", "user"]:
+            return 2
+        return 0
 
     def estimated_tokens(self) -> int:
         """The next request's size: the API's last ``usage`` plus ~4 characters a token for what came after."""

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.errors import ConfigError
+from tools.netguard import FetchSettings
+from tools.sandbox.settings import SandboxSettings
 from vault.settings import VaultSettings
 
 Decision = Literal["allow", "ask", "deny"]
@@ -125,8 +127,8 @@ class Config(Strict):
     server: ServerConfig = Field(default_factory=lambda: ServerConfig())
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())
     agents: dict[str, AgentProfile] = Field(default_factory=lambda: {"default": AgentProfile()})
-    sandbox: dict[str, Any] = Field(default_factory=dict, description="See tools/sandbox/settings.py.")
-    fetch: dict[str, Any] = Field(default_factory=dict, description="See tools/netguard.py.")
+    sandbox: SandboxSettings = Field(default_factory=lambda: SandboxSettings())
+    fetch: FetchSettings = Field(default_factory=lambda: FetchSettings())
     vault: VaultSettings = Field(default_factory=lambda: VaultSettings())
     upstreams: list[UpstreamConfig] = Field(default_factory=list, description="Upstream MCP servers.")
     http_tools: list[HttpToolConfig] = Field(default_factory=list, description="Declarative HTTP tools.")

@@ -17,11 +17,18 @@ ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 @dataclass
 class ToolContext:
     session_id: str
-    workspace: Path
+    workspace_root: Path
     ledger: Ledger
     redactor: Redactor
     progress_fn: ProgressFn | None = None
     credential: Grant | None = None  # set by the pipeline's credential step, for upstream and HTTP tools
+
+    @property
+    def workspace(self) -> Path:
+        """The session's workspace directory, created on first use (most calls never need it)."""
+        path = self.workspace_root / self.session_id
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
 
     async def emit(self, type: str, data: dict[str, Any]) -> None:
         await self.ledger.append(self.session_id, type, self.redactor.value(data))

@@ -20,6 +20,7 @@ from gateway.ledger import Ledger
 from gateway.redact import Redactor
 from vault import errors as vault_errors
 from vault.models import Kind, UsableCredential
+from vault.secret import Secret
 from vault.store import VaultStore
 
 
@@ -51,6 +52,7 @@ class Credentials:
     def __init__(self, store: VaultStore, ledger: Ledger) -> None:
         self.store = store
         self.ledger = ledger
+        self._redactors: dict[tuple[Secret, ...], Redactor] = {}
 
     async def grant(
         self, credential: str, inject: Inject, principal: Principal, session_id: str | None, *, optional: bool
@@ -92,5 +94,11 @@ class Credentials:
         return Grant(key=info.id, fetch=fetch, header=name)
 
     async def redactor(self, principal: Principal) -> Redactor:
+        """The redactor for this principal's scope, built once per distinct set of secrets."""
         secrets = await self.store.all_secret_values(principal.name)
-        return Redactor(("credential", s.reveal()) for s in secrets)
+        redactor = self._redactors.get(secrets)
+        if redactor is None:
+            if len(self._redactors) > 256:
+                self._redactors.clear()
+            redactor = self._redactors[secrets] = Redactor(("credential", s.reveal()) for s in secrets)
+        return redactor

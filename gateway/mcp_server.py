@@ -102,7 +102,7 @@ class McpSurface:
     def __init__(self, runtime: Runtime, *, stdio_session: str | None = None) -> None:
         self.rt = runtime
         self.stdio_session = stdio_session
-        self._bindings: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._bindings: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._bind_lock = anyio.Lock()
         self.server: Server[Any] = Server(
             "keyhand",
@@ -138,7 +138,7 @@ class McpSurface:
         redactor = await self.rt.redactor_for(principal)
         tool_ctx = ToolContext(
             session_id=session.id,
-            workspace=self.rt.workspace(session.id),
+            workspace_root=self.rt.workspaces,
             ledger=self.rt.ledger,
             redactor=redactor,
             progress_fn=ctx.session.report_progress,
@@ -173,27 +173,38 @@ class McpSurface:
     async def session_for(self, ctx: ServerRequestContext[Any, Any], principal: Principal) -> Session:
         request = ctx.request
         wanted = request.headers.get(SESSION_HEADER) if request is not None else self.stdio_session
-        try:
-            if wanted:
-                return await self.rt.sessions.get(wanted, principal)
-        except NotFound:
-            raise MCPError(types.INVALID_PARAMS, f"no session {wanted!r} for this API key") from None
+        if wanted:
+            return await self._attached(principal, wanted)
         connection = request.headers.get("mcp-session-id") if request is not None else "stdio"
         if connection:
             return await self._bound(principal, connection, self._client_name(ctx))
         return await self.rt.sessions.default_for(principal, self._client_name(ctx))
 
+    async def _attached(self, principal: Principal, session_id: str) -> Session:
+        key = (principal.name, "attach:" + session_id)
+        session = self._bindings.get(key)
+        if session is None:
+            try:
+                session = await self.rt.sessions.get(session_id, principal)
+            except NotFound:
+                raise MCPError(types.INVALID_PARAMS, f"no session {session_id!r} for this API key") from None
+            self._remember(key, session)
+        return session
+
+    def _remember(self, key: tuple[str, str], session: Session) -> None:
+        self._bindings[key] = session
+        if len(self._bindings) > _MAX_BINDINGS:
+            self._bindings.popitem(last=False)
+
     async def _bound(self, principal: Principal, connection: str, client: str) -> Session:
         key = (principal.name, connection)
         async with self._bind_lock:
-            session_id = self._bindings.get(key)
-            if session_id is not None:
+            session = self._bindings.get(key)
+            if session is not None:
                 self._bindings.move_to_end(key)
-                return await self.rt.sessions.get(session_id, principal)
+                return session
             session = await self.rt.sessions.create(principal, client=client)
-            self._bindings[key] = session.id
-            if len(self._bindings) > _MAX_BINDINGS:
-                self._bindings.popitem(last=False)
+            self._remember(key, session)
             if self.stdio_session is None and connection == "stdio":
                 self.stdio_session = session.id
             return session

@@ -92,15 +92,33 @@ async def log_call(call: Call) -> int:
     return event.seq
 
 
-def check_arguments(call: Call) -> None:
-    schema = call.tool.spec.input_schema
+_validators: dict[int, tuple[Any, Any]] = {}
+
+
+def validator_for(schema: dict[str, Any]) -> Any:
+    """A compiled validator per schema object (compiling one costs more than the whole call)."""
+    cached = _validators.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
     try:
-        jsonschema.validate(dict(call.args), schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
-        raise Refused(f"invalid arguments for {call.name}: {where}: {exc.message}") from None
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        validator = cls(schema)
     except jsonschema.SchemaError:
+        validator = None
+    _validators[id(schema)] = (schema, validator)
+    return validator
+
+
+def check_arguments(call: Call) -> None:
+    validator = validator_for(call.tool.spec.input_schema)
+    if validator is None:
         log.warning("tool %s has an invalid input schema; arguments not validated", call.name)
+        return
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(call.args)))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "arguments"
+        raise Refused(f"invalid arguments for {call.name}: {where}: {error.message}")
 
 
 async def check_policy(call: Call) -> None:

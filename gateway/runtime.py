@@ -79,7 +79,7 @@ class Runtime:
                 stack.push_async_callback(rt.vault.close)
                 rt.notices.extend(rt.vault.notices)
                 rt.credentials = Credentials(rt.vault, rt.ledger)
-                await stack.enter_async_context(add_builtin_tools(rt.toolset, config, rt.notices))
+                await stack.enter_async_context(add_builtin_tools(rt.toolset, config, rt.workspaces, rt.notices))
                 for tool in await stack.enter_async_context(http_tools(config.http_tools)):
                     rt.toolset.add(tool, "http")
                 rt.upstreams = Upstreams(config.upstreams, rt.toolset, rt.credentials)
@@ -99,10 +99,10 @@ class Runtime:
             fh.write(key + "\n")
         self.notices.append(f"created an admin API key in {path} (mode 0600)")
 
-    def workspace(self, session_id: str) -> Path:
-        path = self.home / "workspaces" / session_id
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+    @property
+    def workspaces(self) -> Path:
+        """Where session workspaces live: ``$KEYHAND_HOME/workspaces/<session id>``."""
+        return self.home / "workspaces"
 
     async def redactor_for(self, principal: Principal) -> Redactor:
         """Every secret in this principal's scope (own and shared credentials, provider secrets)."""

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import httpx2
 import mcp_types as types
 import uvicorn

@@ -120,3 +120,13 @@ async def test_killing_the_sandbox_mid_call_is_a_tool_error_and_the_next_call_wo
 def test_bash_is_annotated_as_neither_read_only_nor_idempotent() -> None:
     spec = tools.shell.SPEC
     assert spec.annotations.read_only is False and spec.annotations.idempotent is False
+
+
+async def test_a_command_that_kills_every_process_of_its_sandbox_is_a_tool_error_then_the_session_goes_on(
+    pool: SandboxPool, ctx: RecordingContext
+) -> None:
+    bash = bash_tool(pool)
+    with pytest.raises(ToolError, match="sandbox was lost"):
+        await bash.call(ctx, {"command": "kill -9 -1"})
+    assert (await bash.call(ctx, {"command": "echo back"})).joined_text().startswith("back")
+    assert ctx.types() == ["sandbox.provisioned", "sandbox.lost", "sandbox.provisioned"]

@@ -27,10 +27,11 @@ import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import mcp_types as types
+from anthropic.types import ToolParam, ToolResultBlockParam
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -65,7 +66,7 @@ def api_base(mcp_url: str) -> str:
     return str(url.copy_with(path=path or "/", query=None)).rstrip("/")
 
 
-def to_anthropic_tool(tool: types.Tool) -> Block:
+def to_anthropic_tool(tool: types.Tool) -> ToolParam:
     """An MCP tool as an Anthropic tool definition (``name``, ``description``, ``input_schema``)."""
     return {"name": tool.name, "description": tool.description or "", "input_schema": tool.input_schema}
 
@@ -90,11 +91,12 @@ def to_anthropic_content(result: types.CallToolResult) -> list[Block]:
     return blocks or [{"type": "text", "text": "(no output)"}]
 
 
-def tool_result(tool_use_id: str, content: list[Block], *, is_error: bool = False) -> Block:
+def tool_result(tool_use_id: str, content: list[Block], *, is_error: bool = False) -> ToolResultBlockParam:
+    """A ``tool_result`` block (``content`` holds text and image blocks in the Messages API's shape)."""
     block: Block = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content}
     if is_error:
         block["is_error"] = True
-    return block
+    return cast(ToolResultBlockParam, block)
 
 
 def tool_uses(content: Iterable[Any]) -> list[Block]:
@@ -173,9 +175,9 @@ class KeyhandClient:
             raise RuntimeError("KeyhandClient is not connected yet: use `async with KeyhandClient(...)`")
         return self._mcp
 
-    async def tools(self) -> list[Block]:
+    async def tools(self) -> list[ToolParam]:
         """The session's tools as Anthropic tool definitions, ready for ``messages.create(tools=...)``."""
-        listing: list[Block] = []
+        listing: list[ToolParam] = []
         cursor: str | None = None
         while True:
             params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
@@ -185,7 +187,7 @@ class KeyhandClient:
             if cursor is None:
                 return listing
 
-    async def run_tool_use(self, block: Any) -> Block:
+    async def run_tool_use(self, block: Any) -> ToolResultBlockParam:
         """Run one ``tool_use`` block through keyhand; a ``tool_result`` block (errors as ``is_error``)."""
         use = as_block(block)
         try:
@@ -195,7 +197,7 @@ class KeyhandClient:
             return tool_result(use["id"], [{"type": "text", "text": text}], is_error=True)
         return tool_result(use["id"], to_anthropic_content(result), is_error=bool(result.is_error))
 
-    async def run_tool_uses(self, content: Iterable[Any]) -> list[Block]:
+    async def run_tool_uses(self, content: Iterable[Any]) -> list[ToolResultBlockParam]:
         """Run every ``tool_use`` of an assistant message's content, in order; their ``tool_result`` blocks."""
         return [await self.run_tool_use(use) for use in tool_uses(content)]
 

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import anthropic
 import anyio
+from anthropic.types import ToolParam
 
 from gateway.client import DEFAULT_URL, Block, KeyhandClient, as_block, tool_result
 from gateway.errors import KeyhandError
@@ -71,7 +72,7 @@ class Harness:
         self.model = model
         self.settings = settings
         self.conv = Conversation()
-        self.tools: list[Block] = []
+        self.tools: list[ToolParam] = []
 
     async def record(self, type: str, data: dict[str, Any]) -> Block:
         """Append an event to the ledger, then fold the stored event into the conversation."""
@@ -167,7 +168,7 @@ class Harness:
                 model=self.conv.model,
                 max_tokens=self.conv.max_tokens,
                 system=self.conv.system,
-                tools=cast(Any, self.tools),  # plain dicts in the Messages API's shape
+                tools=self.tools,
                 messages=cast(Any, messages),
                 tool_choice=tool_choice,
             )

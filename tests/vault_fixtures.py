@@ -86,6 +86,7 @@ def oauth_server_fixture() -> Iterator[OAuthServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        proc.stdout.close()
 
 
 def key_source(keys: list[bytes] | None = None) -> EnvSource:

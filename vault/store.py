@@ -111,7 +111,7 @@ class VaultStore:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(db_path, isolation_level=None)
         db.row_factory = aiosqlite.Row
-        store = cls(db, keys, source, settings, on_event or (lambda _type, _data: None))
+        store = cls(db, keys, source, settings, on_event if on_event is not None else _no_event)
         try:
             for pragma in ("busy_timeout = 5000", "journal_mode = WAL", "synchronous = NORMAL"):
                 await db.execute(f"PRAGMA {pragma}")
@@ -459,6 +459,10 @@ def _envelope(row: aiosqlite.Row) -> Envelope:
     if env is None:
         raise DecryptionError("a sealed row has no ciphertext")
     return env
+
+
+def _no_event(_type: str, _data: dict[str, Any]) -> None:
+    pass
 
 
 def _execute(sql: str, params: tuple[Any, ...]) -> Callable[[aiosqlite.Connection], Awaitable[Any]]:

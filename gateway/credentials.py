@@ -10,8 +10,12 @@ one, unless the binding allows calling without.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.auth import Principal
 from gateway.config import Inject
@@ -22,6 +26,28 @@ from vault import errors as vault_errors
 from vault.models import Kind, UsableCredential
 from vault.secret import Secret
 from vault.store import VaultStore
+
+log = logging.getLogger("keyhand.vault")
+
+current_session: ContextVar[str | None] = ContextVar("keyhand_current_session", default=None)
+"""The session whose call is running, so vault events (a refresh it caused) land in its ledger."""
+
+
+class VaultEvents:
+    """The vault's event hook: log every token-lifecycle event; append it to the current session's ledger."""
+
+    def __init__(self) -> None:
+        self.ledger: Ledger | None = None
+        self._pending: set[asyncio.Task[object]] = set()
+
+    def __call__(self, type_: str, data: dict[str, Any]) -> None:
+        log.info("%s %s", type_, data)  # the vault's event data never holds a secret value
+        session_id = current_session.get()
+        if session_id is None or self.ledger is None:
+            return
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self.ledger.append(session_id, type_, data))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
 
 class CredentialRefused(Exception):
@@ -57,6 +83,8 @@ class Credentials:
     async def grant(
         self, credential: str, inject: Inject, principal: Principal, session_id: str | None, *, optional: bool
     ) -> Grant | None:
+        if session_id is not None:
+            current_session.set(session_id)
         try:
             usable = await self.store.get_for_use(credential, principal.name)
         except vault_errors.NotFound:

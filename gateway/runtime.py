@@ -21,7 +21,7 @@ from gateway import auth, ledger, sessions
 from gateway.auth import KeyStore, Principal
 from gateway.builtin import add_builtin_tools
 from gateway.config import Config
-from gateway.credentials import Credentials
+from gateway.credentials import Credentials, VaultEvents
 from gateway.db import Database
 from gateway.http_tools import http_tools
 from gateway.ledger import Ledger
@@ -75,10 +75,12 @@ class Runtime:
         rt = cls.open_stores(config, home, auth_enabled=auth_enabled)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                rt.vault = await VaultStore.open(db_path(home), settings=config.vault, home=home)
+                events = VaultEvents()
+                rt.vault = await VaultStore.open(db_path(home), settings=config.vault, home=home, on_event=events)
                 stack.push_async_callback(rt.vault.close)
                 rt.notices.extend(rt.vault.notices)
                 rt.credentials = Credentials(rt.vault, rt.ledger)
+                events.ledger = rt.ledger
                 await stack.enter_async_context(add_builtin_tools(rt.toolset, config, rt.workspaces, rt.notices))
                 for tool in await stack.enter_async_context(http_tools(config.http_tools)):
                     rt.toolset.add(tool, "http")

@@ -217,6 +217,20 @@ async def test_a_memory_bomb_is_killed_and_reported(pool: SandboxPool, ctx: Reco
     assert await run(pool, ctx, "echo alive") == "alive\n"
 
 
+async def test_processes_that_together_exceed_the_memory_cgroup_are_killed_and_the_result_says_so(
+    pool: SandboxPool, ctx: RecordingContext
+) -> None:
+    await run(pool, ctx, "true")
+    sandbox = pool.get_existing(ctx.session_id)
+    assert isinstance(sandbox, BwrapSandbox)
+    if sandbox.cgroup is None or not sandbox.cgroup.limits_memory:
+        pytest.skip("no writable memory cgroup here: only the per-process RLIMIT_AS applies")
+    hog = "python3 -c 'import time; b = bytearray(120 << 20); time.sleep(1)'"
+    result = await pool.exec(ctx, f"for i in 1 2 3 4; do {hog} & done; wait", timeout_s=20)
+    assert "Killed" in result.stderr
+    assert result.notes == ["a process was killed by the memory limit (256 MiB)"]
+
+
 async def test_an_endless_loop_times_out_and_the_shell_comes_back(pool: SandboxPool, ctx: RecordingContext) -> None:
     result = await pool.exec(ctx, "while :; do :; done", timeout_s=1)
     assert result.timed_out and result.shell_restarted

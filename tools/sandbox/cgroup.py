@@ -27,6 +27,10 @@ class Cgroup:
     version: int
 
     @property
+    def limits_memory(self) -> bool:
+        return self.version == 2 or any((d / "memory.limit_in_bytes").exists() for d in self.dirs)
+
+    @property
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
 

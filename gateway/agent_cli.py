@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -51,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # one line per request is noise here
+        for name in ("httpx2", "httpx", "mcp"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     settings = Settings(
         url=args.url,
         api_key=args.api_key or os.environ.get("KEYHAND_API_KEY") or None,

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, cast
 
+import anyio
 import httpx2
 import mcp_types as types
 from anthropic.types import ToolParam, ToolResultBlockParam
@@ -219,6 +220,21 @@ class KeyhandClient:
         body = await self._request("GET", f"/v1/sessions/{self.session_id}/events", params=params)
         events: list[Block] = body["events"]
         return events
+
+    async def wait_for_event(self, types: Sequence[str], *, after: int, timeout: float) -> Block | None:
+        """The first event of ``types`` after seq ``after``, following the live stream; None after ``timeout``."""
+        url = f"{self.base}/v1/sessions/{self.session_id}/stream"
+        params = {"after": str(after), "types": ",".join(types)}
+        assert self._http is not None
+        with anyio.move_on_after(timeout):
+            async with self._http.stream("GET", url, params=params) as response:
+                if response.status_code >= 400:
+                    raise KeyhandClientError(f"GET {url} failed with {response.status_code}")
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        event: Block = json.loads(line.removeprefix("data: "))
+                        return event
+        return None
 
     async def all_events(self, *, after: int = 0) -> list[Block]:
         """Every event after seq ``after``, read a page at a time."""

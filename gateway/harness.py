@@ -28,7 +28,7 @@ from anthropic.types import ToolParam
 
 from gateway.client import DEFAULT_URL, Block, KeyhandClient, as_block, tool_result
 from gateway.errors import KeyhandError
-from gateway.harness_history import Conversation, with_user_text
+from gateway.harness_history import Conversation, Outcome, with_user_text
 
 log = logging.getLogger("keyhand.harness")
 
@@ -42,7 +42,8 @@ COMPACT_PROMPT = (
     "learned (file names, results, decisions), and what remains. Answer with the summary only."
 )
 INTERRUPTED = (
-    "The harness stopped while this call was in flight, so whether it ran is unknown (it was not retried). "
+    "The harness stopped while this call was in flight and no result arrived, so whether it ran is unknown "
+    "(it was not retried). "
     "Check its effects, or read the ledger around seq {seq} with session_events, before running it again."
 )
 
@@ -62,6 +63,7 @@ class Settings:
     context_budget: int = 100_000
     max_tokens: int = 4096
     system: str = DEFAULT_SYSTEM
+    in_flight_wait_s: float = 60.0  # how long resume waits for a call the dead harness left running
 
 
 class Harness:
@@ -119,6 +121,8 @@ class Harness:
         """Give every pending ``tool_use`` a result: run it, or take the one the gateway already logged."""
         for use in self.conv.unanswered():
             outcome = self.conv.outcome(use)
+            if outcome.action == "unknown":
+                outcome = await self.await_outcome(use, outcome)
             if outcome.action == "run":
                 await self.record("harness.tool_started", {"tool_use_id": use["id"], "name": use["name"]})
                 block = await self.kh.run_tool_use(use)
@@ -133,6 +137,18 @@ class Harness:
                 data = {"tool_use_id": use["id"], "content": block["content"], "is_error": True}
                 data["call_seq"] = outcome.call_seq
             await self.record("agent.tool_result", data)
+
+    async def await_outcome(self, use: Block, outcome: Outcome) -> Outcome:
+        """A call the dead harness left in flight may still be running in the gateway: wait for its result."""
+        assert outcome.call_seq is not None
+        log.info("tool %s (seq %d) is still in flight; waiting for its result", use["name"], outcome.call_seq)
+        wait = self.settings.in_flight_wait_s
+        event = await self.kh.wait_for_event(("tool.result", "tool.error"), after=outcome.call_seq, timeout=wait)
+        while event is not None and event["data"].get("call_seq") != outcome.call_seq:
+            event = await self.kh.wait_for_event(("tool.result", "tool.error"), after=event["seq"], timeout=wait)
+        if event is not None:
+            self.conv.apply(event)
+        return self.conv.outcome(use)
 
     async def compact(self) -> None:
         """Replace the conversation with the model's own summary and its last tool exchange.

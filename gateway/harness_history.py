@@ -23,8 +23,11 @@ thing when the call arrives, so the first ``tool.call`` of that tool after the
 marker is this ``tool_use``'s, and the ``tool.result`` / ``tool.error`` whose
 ``call_seq`` names it is its outcome. If a harness died after the tool ran but
 before ``agent.tool_result``, :meth:`Conversation.outcome` finds the result in
-the gateway's own events and the call is not run again. (This assumes one
-harness drives a session at a time, which ``resume`` is for.)
+the gateway's own events and the call is not run again. If the gateway logged
+``tool.call`` but no result yet (the call was in flight when the harness died; the
+gateway finishes it), ``resume`` waits a bounded time for the result, and otherwise
+tells the model the outcome is unknown; it never sends the call again. (This
+assumes one harness drives a session at a time, which ``resume`` is for.)
 """
 
 from __future__ import annotations

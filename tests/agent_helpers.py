@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -108,3 +109,27 @@ async def listed_tools(gateway: Gateway) -> set[str]:
     """The tool names the gateway lists to an admin key (over MCP)."""
     async with gateway.client() as mcp:
         return {t.name for t in (await mcp.list_tools()).tools}
+
+
+def wait_for_event(gateway: Gateway, session_id: str, type_: str, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+    """Follow the session's SSE stream until an event of ``type_`` arrives (bounded); that event."""
+    headers = {"Authorization": f"Bearer {gateway.admin_key}"}
+    url = f"{gateway.base}/v1/sessions/{session_id}/stream"
+    with httpx2.stream("GET", url, headers=headers, timeout=httpx2.Timeout(timeout)) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                event: dict[str, Any] = json.loads(line[len("data: ") :])
+                if event["type"] == type_:
+                    return event
+    raise TimeoutError(f"the stream of {session_id} ended without a {type_} event")
+
+
+def read_session_line(proc: subprocess.Popen[str]) -> str:
+    """The session id the harness prints on stderr as soon as the session exists (read up to that line)."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "keyhand agent: session " in line:
+            return session_in(line)
+    raise AssertionError(f"the harness ended without naming its session: {''.join(seen)}")

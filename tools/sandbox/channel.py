@@ -67,7 +67,9 @@ class SupervisorChannel:
     async def _cancel_running(self) -> None:
         try:
             await self._write({"op": "cancel"})
-            await self._receive(GRACE_S)
+            reply = await self._receive(GRACE_S)
+            if not reply.get("cancelled"):  # the command ended before the cancel arrived: its ack follows
+                await self._receive(GRACE_S)
         except SandboxLost:
             pass  # already recorded in self.lost; the pool will replace the sandbox
 

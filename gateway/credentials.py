@@ -78,7 +78,7 @@ class Credentials:
     def __init__(self, store: VaultStore, ledger: Ledger) -> None:
         self.store = store
         self.ledger = ledger
-        self._redactors: dict[tuple[Secret, ...], Redactor] = {}
+        self._redactors: dict[tuple[tuple[str, Secret], ...], Redactor] = {}
 
     async def grant(
         self, credential: str, inject: Inject, principal: Principal, session_id: str | None, *, optional: bool
@@ -123,10 +123,10 @@ class Credentials:
 
     async def redactor(self, principal: Principal) -> Redactor:
         """The redactor for this principal's scope, built once per distinct set of secrets."""
-        secrets = await self.store.all_secret_values(principal.name)
+        secrets = await self.store.named_secret_values(principal.name)
         redactor = self._redactors.get(secrets)
         if redactor is None:
             if len(self._redactors) > 256:
                 self._redactors.clear()
-            redactor = self._redactors[secrets] = Redactor(("credential", s.reveal()) for s in secrets)
+            redactor = self._redactors[secrets] = Redactor((name, s.reveal()) for name, s in secrets)
         return redactor

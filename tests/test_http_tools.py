@@ -79,7 +79,7 @@ async def test_an_http_tool_fills_path_and_query_injects_the_token_and_returns_s
     data = result.structured_content
     assert data["path"] == "/repos/a%2F..%2Fb/issues"  # one path segment, no climbing
     assert data["query"] == {"state": "open"}
-    assert data["authorization"] == "Bearer [REDACTED:credential]"  # it was sent, and scrubbed coming back
+    assert data["authorization"] == "Bearer [REDACTED:tracker]"  # it was sent, and scrubbed coming back
     assert SECRET not in text_of(result)
 
 

@@ -70,7 +70,7 @@ async def test_the_upstream_gets_the_vault_token_and_never_the_key_the_client_us
     assert upstream.received()[-1] == f"Bearer {SECRET}"
     assert alice not in upstream.all_headers()
     assert SECRET not in text_of(result)
-    assert "[REDACTED:" in text_of(result)
+    assert "[REDACTED:tracker]" in text_of(result)  # the marker names the credential
 
 
 async def test_a_leaking_upstream_leaks_nothing_to_the_client_ledger_logs_or_database(

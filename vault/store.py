@@ -59,7 +59,7 @@ class _Snapshot:
     generation: int
     checked_at: float
     rows: dict[tuple[str, str], _Row]
-    scope_secrets: dict[str, tuple[Secret, ...]] = field(default_factory=dict)
+    scope_secrets: dict[str, tuple[tuple[str, Secret], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,20 +197,26 @@ class VaultStore:
         return self._usable(row)
 
     async def all_secret_values(self, principal: str | None) -> tuple[Secret, ...]:
-        """Every plaintext a tool result must be scrubbed of for ``principal`` (own, shared, providers).
+        """Every plaintext a tool result must be scrubbed of for ``principal`` (own, shared, providers)."""
+        return tuple(secret for _, secret in await self.named_secret_values(principal))
 
-        Cached until the next write. A row that cannot be opened is skipped: what
-        cannot be opened cannot be injected, so it cannot leak into a result.
+    async def named_secret_values(self, principal: str | None) -> tuple[tuple[str, Secret], ...]:
+        """:meth:`all_secret_values` with the credential name each belongs to (for redaction markers).
+
+        Longest first; cached until the next write (the same tuple object until then,
+        so callers may key caches on it). A row that cannot be opened is skipped:
+        what cannot be opened cannot be injected, so it cannot leak into a result.
         """
         snap = await self._snap()
         scope = rows.owner_key(principal) if principal else ""
         cached = snap.scope_secrets.get(scope)
         if cached is None:
-            found: set[Secret] = set(await self.providers.client_secrets())
+            found: dict[Secret, str] = {s: "oauth-client" for s in await self.providers.client_secrets()}
             for (owner, _), row in snap.rows.items():
                 if owner in ("", scope):
-                    found.update(self._secrets_of(row))
-            cached = snap.scope_secrets[scope] = tuple(sorted(found, key=len, reverse=True))
+                    found.update((secret, row.info.name) for secret in self._secrets_of(row))
+            ordered = sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
+            cached = snap.scope_secrets[scope] = tuple((name, secret) for secret, name in ordered)
         return cached
 
     # -- used by tokens.py ------------------------------------------------------

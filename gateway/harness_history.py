@@ -129,7 +129,7 @@ class Conversation:
         self.compactions += 1
 
     def _finished(self, event: Block) -> None:
-        self.finished = True
+        self.finished = event["data"].get("reason") != "max_turns"  # out of turns is not done
 
     # -- questions the harness asks ---------------------------------------------
 

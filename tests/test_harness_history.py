@@ -114,3 +114,15 @@ def test_a_follow_up_user_message_after_tool_results_joins_the_same_user_turn() 
     conv = log.conversation()
     assert not conv.finished
     assert [b["type"] for b in conv.messages[-1]["content"]] == ["tool_result", "text"]
+
+
+def test_running_out_of_turns_is_not_finishing_the_task() -> None:
+    log = Ledger()
+    started(log, use("a"))
+    log.add("agent.tool_result", tool_use_id="a", content=[{"type": "text", "text": "A"}], is_error=False)
+    log.add("harness.finished", reason="max_turns")
+    assert not log.conversation().finished
+    log.add("agent.message", content=[{"type": "text", "text": "done"}], usage={})
+    log.add("harness.finished", reason="end_turn")
+    assert log.conversation().finished
+    assert log.conversation().final_text() == "done"

@@ -111,6 +111,22 @@ async def test_resuming_a_finished_session_asks_nothing_and_a_new_message_contin
     assert roles == [("user", "hi"), ("assistant", [text("Hello.")]), ("user", "now say bye")]
 
 
+def test_running_out_of_turns_stops_with_exit_3_and_resume_carries_on(
+    gateway: Gateway, harness_key: str, tmp_path: Path
+) -> None:
+    turns = [Turn([use("session_events", last=1)]), Turn([use("session_events", last=2)]), Turn([text("Done.")])]
+    with ServedApi(FakeMessagesApi(turns)) as api:
+        env = agent_env(api, harness_key, tmp_path)
+        first = run_agent(gateway, env, "run", "--model", MODEL, "--max-turns", "1", "go")
+        assert first.returncode == 3, first.stderr
+        session = session_in(first.stderr)
+        assert f"keyhand agent resume {session}" in first.stderr
+        rest = run_agent(gateway, env, "resume", session)
+    assert rest.returncode == 0, rest.stderr
+    assert rest.stdout.strip() == "Done."
+    assert sum(tool_calls(ledger(gateway, session)).values()) == 2
+
+
 def test_resuming_an_unknown_session_fails_with_a_clear_message(
     gateway: Gateway, harness_key: str, tmp_path: Path
 ) -> None:

@@ -20,10 +20,11 @@ harness while it is blocked there. Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
-import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,25 +160,33 @@ class FakeMessagesApi:
 
 
 class ServedApi:
-    """Runs a :class:`FakeMessagesApi` with uvicorn in a thread on a free 127.0.0.1 port."""
+    """Runs a :class:`FakeMessagesApi` with uvicorn in a thread on a free 127.0.0.1 port.
+
+    The socket is listening before uvicorn starts (connections wait in its backlog),
+    and entering waits, bounded, for the app's lifespan startup.
+    """
 
     def __init__(self, api: FakeMessagesApi) -> None:
         self.api = api
-        app = Starlette(routes=[Route("/v1/messages", api.messages, methods=["POST"])])
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", access_log=False)
+        self.ready = threading.Event()
+        app = Starlette(routes=[Route("/v1/messages", api.messages, methods=["POST"])], lifespan=self._lifespan)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False)
         self.server = uvicorn.Server(config)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.ready.set()
+        yield
 
     def __enter__(self) -> FakeMessagesApi:
         self.thread.start()
-        deadline = time.monotonic() + WAIT_S
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the fake Messages API server did not start")
-            time.sleep(0.01)
+        if not self.ready.wait(WAIT_S):
+            raise RuntimeError("the fake Messages API server did not start")
         self.api.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         return self.api
 

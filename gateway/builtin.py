@@ -34,6 +34,7 @@ async def add_builtin_tools(
         notices.append("WARNING: sandbox.backend is unsafe-subprocess: `bash` runs WITHOUT isolation")
     try:
         async with running_pool(config.sandbox, workspaces) as pool:
+            notices.extend(f"WARNING: sandbox: {w}" for w in pool.backend.viability().warnings)
             toolset.add(bash_tool(pool), "builtin")
             for tool in file_tools():
                 toolset.add(tool, "builtin")

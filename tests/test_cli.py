@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -89,3 +90,24 @@ async def test_stdio_serves_the_same_tools_and_keeps_stdout_for_mcp(tmp_path: Pa
     assert "session_events" in names
     assert session_of(first) == session_of(second)
     assert not first.is_error
+
+
+async def test_sessions_tail_follows_new_events_live(gateway: Gateway) -> None:
+    async with gateway.http() as http:
+        sid = (await http.post("/v1/sessions")).json()["id"]
+        tail = subprocess.Popen(
+            keyhand_cmd("sessions", "tail", sid), stdout=subprocess.PIPE, text=True, env=gateway.env, cwd=ROOT
+        )
+        try:
+            assert tail.stdout is not None
+            assert json.loads(tail.stdout.readline())["type"] == "session.created"
+            await http.post(f"/v1/sessions/{sid}/events", json={"type": "user.message", "data": {"text": "live"}})
+            with anyio.fail_after(10):
+                line = await anyio.to_thread.run_sync(tail.stdout.readline)
+        finally:
+            tail.terminate()
+            tail.wait(timeout=10)
+            if tail.stdout:
+                tail.stdout.close()
+    event = json.loads(line)
+    assert (event["seq"], event["type"], event["data"]["text"]) == (2, "user.message", "live")

@@ -12,6 +12,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.conftest import Gateway, StartGateway, text_of
@@ -163,3 +164,28 @@ async def test_upstream_progress_notifications_reach_the_client(
         result = await mcp.call_tool("tracker__slow", {"seconds": 0.2}, progress_callback=on_progress)
     assert text_of(result) == "done"
     assert len(seen) >= 5
+
+
+async def test_a_cancelled_call_is_cancelled_at_the_upstream_too(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    started = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        started.set()
+
+    async with gw.client(alice) as mcp:
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                await mcp.call_tool("tracker__slow", {"seconds": 60}, progress_callback=on_progress)
+
+            tg.start_soon(call)
+            with anyio.fail_after(20):
+                await started.wait()
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(20):
+            while "cancelled" not in upstream.all_headers():
+                await anyio.sleep(0.05)
+        assert text_of(await mcp.call_tool("tracker__echo", {"text": "after"})) == "after"

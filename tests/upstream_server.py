@@ -85,10 +85,17 @@ def build() -> MCPServer:
 
     @mcp.tool()
     async def slow(seconds: float, ctx: Context) -> str:
-        """Sleep, reporting progress each tenth."""
-        for i in range(10):
-            await ctx.report_progress(i, 10, f"step {i}")
-            await anyio.sleep(seconds / 10)
+        """Sleep, reporting progress each tenth; a cancellation is recorded in $UPSTREAM_RECORD."""
+        try:
+            for i in range(10):
+                await ctx.report_progress(i, 10, f"step {i}")
+                await anyio.sleep(seconds / 10)
+        except anyio.get_cancelled_exc_class():
+            record = os.environ.get("UPSTREAM_RECORD")
+            if record:
+                with open(record, "a") as fh:
+                    fh.write(json.dumps({"credential": "", "cancelled": "slow"}) + "\n")
+            raise
         return "done"
 
     @mcp.tool()

@@ -178,10 +178,10 @@ async def log_result(call: Call, call_seq: int, result: ToolResult, started: flo
         "tool": call.name,
         "call_seq": call_seq,
         "duration_ms": duration_ms,
-        "content": _truncate(call.redactor.value(result.content), call.max_event_bytes),
+        "content": _truncate(result.content, call.max_event_bytes),  # already redacted by the redact step
     }
     if result.structured is not None:
-        data["structured"] = call.redactor.value(result.structured)
+        data["structured"] = result.structured
     await call.ledger.append(call.session_id, "tool.error" if result.is_error else "tool.result", data)
 
 

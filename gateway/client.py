@@ -105,6 +105,14 @@ def tool_uses(content: Iterable[Any]) -> list[Block]:
     return [b for b in map(as_block, content) if b.get("type") == "tool_use"]
 
 
+def _detail(response: httpx2.Response) -> str:
+    """The gateway's error message, or the start of whatever a proxy in between answered."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
 class KeyhandClient:
     """One keyhand session seen from an agent loop: its tools, its tool calls, its ledger.
 
@@ -166,8 +174,7 @@ class KeyhandClient:
         if response.status_code == 401:
             raise KeyhandClientError("the gateway refused the API key (401); check --api-key / KEYHAND_API_KEY")
         if response.status_code >= 400:
-            detail = response.json().get("error", {}).get("message", response.text[:200])
-            raise KeyhandClientError(f"{method} {path} failed with {response.status_code}: {detail}")
+            raise KeyhandClientError(f"{method} {path} failed with {response.status_code}: {_detail(response)}")
         return response.json()
 
     @property

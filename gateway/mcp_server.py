@@ -76,6 +76,13 @@ def to_mcp_result(result: ToolResult, session_id: str) -> types.CallToolResult:
     return types.CallToolResult.model_validate(payload)
 
 
+def client_meta(meta: Any) -> dict[str, Any]:
+    """The ``keyhand/*`` keys of a request's ``_meta`` (e.g. a harness's ``keyhand/tool_use_id``), for the ledger."""
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(k, str) and k.startswith("keyhand/") and len(str(v)) < 512}
+
+
 class ElicitationAsker:
     """Asks through MCP elicitation when this client supports it and the transport allows it."""
 
@@ -155,6 +162,7 @@ class McpSurface:
             ledger=self.rt.ledger,
             credentials=self.rt.credentials,
             max_event_bytes=self.rt.config.ledger.max_event_bytes,
+            meta=client_meta(ctx.meta),
         )
         result = await run_call(call)
         return to_mcp_result(result, session.id)

@@ -87,7 +87,7 @@ async def run_call(call: Call) -> ToolResult:
 
 
 async def log_call(call: Call) -> int:
-    data = {"tool": call.name, "arguments": call.redactor.value(dict(call.args)), **call.meta}
+    data = call.redactor.value({**call.meta, "tool": call.name, "arguments": dict(call.args)})
     event = await call.ledger.append(call.session_id, "tool.call", data)
     return event.seq
 

@@ -87,3 +87,12 @@ async def test_a_foreign_origin_is_refused_on_the_mcp_endpoint(gateway: Gateway)
     async with gateway.http() as http:
         response = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
     assert response.status_code == 403
+
+
+async def test_a_clients_keyhand_meta_is_recorded_with_the_call(gateway: Gateway) -> None:
+    async with gateway.client() as mcp:
+        await mcp.call_tool("session_events", {}, meta={"keyhand/tool_use_id": "toolu_42", "other": "dropped"})
+        result = await mcp.call_tool("session_events", {"types": ["tool.call"]})
+    first = result.structured_content["events"][0]["data"]
+    assert first["keyhand/tool_use_id"] == "toolu_42"
+    assert "other" not in first

@@ -44,6 +44,20 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.AbstractEventLoop | None", Any]
+"""(function, the loop of an async waiter or None, its future)."""
+
+
+def _resolve_all(items: list[tuple[Any, bool, Any]]) -> None:
+    for fut, ok, value in items:
+        if fut.cancelled():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
 class Database:
     """A SQLite file with one writer thread and a reader connection per worker thread."""
 
@@ -66,16 +80,17 @@ class Database:
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread inside a transaction; block until committed."""
         fut: Future[T] = Future()
-        self._jobs.put((fn, fut))
+        self._jobs.put((fn, None, fut))
         return fut.result()
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread inside a transaction; resolve after commit."""
         if self._closed:
             raise RuntimeError("database is closed")
-        fut: Future[T] = Future()
-        self._jobs.put((fn, fut))
-        return await asyncio.wrap_future(fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, loop, fut))
+        return await fut
 
     def _write_loop(self) -> None:
         while True:
@@ -89,39 +104,52 @@ class Database:
                 except queue.Empty:
                     break
                 if nxt is _STOP:
-                    self._run_batch(batch)
+                    self._settle(self._run_batch(batch))
                     return
                 batch.append(nxt)
-            self._run_batch(batch)
+            self._settle(self._run_batch(batch))
 
-    def _run_batch(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+    def _run_batch(self, batch: list[Job]) -> list[tuple[Job, bool, Any]]:
+        """Run every job in one transaction, each in its own savepoint; return the outcomes after COMMIT."""
         conn = self._writer
-        results: list[tuple[Future[Any], bool, Any]] = []
+        results: list[tuple[Job, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, fut in batch:
+            for job in batch:
                 conn.execute("SAVEPOINT job")
                 try:
-                    value = fn(conn)
+                    value = job[0](conn)
                 except BaseException as exc:  # a job's failure belongs to its caller
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    results.append((fut, False, exc))
+                    results.append((job, False, exc))
                 else:
                     conn.execute("RELEASE job")
-                    results.append((fut, True, value))
+                    results.append((job, True, value))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _fn, fut in batch:
-                fut.set_exception(exc)
-            return
-        for fut, ok, value in results:
-            if ok:
-                fut.set_result(value)
+            return [(job, False, exc) for job in batch]
+        return results
+
+    @staticmethod
+    def _settle(outcomes: list[tuple[Job, bool, Any]]) -> None:
+        """Resolve the waiters: one wake-up per event loop for the whole batch, not one per job."""
+        per_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
+        for (_fn, loop, fut), ok, value in outcomes:
+            if loop is None:
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
             else:
-                fut.set_exception(value)
+                per_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, items in per_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, items)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
 
     # -- reading ---------------------------------------------------------------
 

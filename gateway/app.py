@@ -3,6 +3,8 @@
     /healthz             200 once the gateway is ready (no auth)
     /mcp                 MCP Streamable HTTP (bearer API key; Host/Origin checked)
     /v1/sessions/...     the ledger API (bearer API key)
+    /v1/admin/...        the admin API (admin key; gateway/admin.py)
+    /oauth/...           OAuth start link, callback, client metadata (a browser's; gateway/oauth.py)
 
 Middleware, outermost first: error mapping -> authentication (for /mcp and /v1)
 -> the route. Authentication happens before anything else touches the request:
@@ -23,10 +25,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admin import AdminApi
 from gateway.api import LedgerApi
 from gateway.auth import LOCAL, bearer_token
 from gateway.errors import ApiError, TooLarge, Unauthorized
 from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, McpSurface
+from gateway.oauth import Connections
 from gateway.runtime import Runtime
 
 log = logging.getLogger("keyhand.http")
@@ -85,14 +89,18 @@ def create_app(runtime: Runtime) -> Starlette:
         max_request_body_size=runtime.config.server.max_body_bytes,
         session_idle_timeout=30 * 60,
     )
+    connections = Connections(runtime)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/mcp", StreamableHTTPASGIApp(manager), methods=["GET", "POST", "DELETE"]),
         *LedgerApi(runtime).routes(),
+        *AdminApi(runtime, connections).routes(),
+        *connections.routes(),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await connections.sync_config_providers()
         async with manager.run():
             yield
 

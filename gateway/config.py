@@ -123,6 +123,40 @@ class HttpToolConfig(Strict):
         return [name for _, name, _, _ in string.Formatter().parse(self.url) if name]
 
 
+class ProviderEntry(Strict):
+    """An OAuth 2.0 provider from the config; copied into the vault at start (its secret sealed there)."""
+
+    name: str = Field(description="Provider name, as `keyhand vault connect NAME` and the admin API use it.")
+    authorization_url: str = Field(description="The authorization endpoint (RFC 6749 §3.1).")
+    token_url: str = Field(description="The token endpoint (RFC 6749 §3.2).")
+    revocation_url: str | None = Field(None, description="The revocation endpoint (RFC 7009), if any.")
+    client_id: str = Field(description="Keyhand's client id at this provider.")
+    client_secret: str | None = Field(
+        None, description="Where the client secret is: env:VAR or file:PATH (never the secret itself)."
+    )
+    default_scopes: list[str] = Field(default_factory=list, description="Scopes asked for unless a connect names some.")
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] = Field(
+        "client_secret_basic", description="How Keyhand authenticates at the token endpoint."
+    )
+
+    @model_validator(mode="after")
+    def _secret_reference(self) -> ProviderEntry:
+        if self.client_secret is not None and not self.client_secret.startswith(("env:", "file:")):
+            raise ValueError(f"provider {self.name!r}: client_secret must be env:VAR or file:PATH, not the secret")
+        return self
+
+
+class OAuthConfig(Strict):
+    client_name: str = Field("Keyhand", description="The client name Keyhand registers under (RFC 7591).")
+    client_metadata_url: str | None = Field(
+        None,
+        description="An https URL where Keyhand's client ID metadata document is served (used as client_id where "
+        "the authorization server supports it); default: <server.public_url>/oauth/client-metadata.json when "
+        "that is https, else none.",
+    )
+    providers: list[ProviderEntry] = Field(default_factory=list, description="OAuth providers known from the start.")
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=lambda: ServerConfig())
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())
@@ -132,6 +166,7 @@ class Config(Strict):
     vault: VaultSettings = Field(default_factory=lambda: VaultSettings())
     upstreams: list[UpstreamConfig] = Field(default_factory=list, description="Upstream MCP servers.")
     http_tools: list[HttpToolConfig] = Field(default_factory=list, description="Declarative HTTP tools.")
+    oauth: OAuthConfig = Field(default_factory=lambda: OAuthConfig(), description="OAuth clients and providers.")
 
     @model_validator(mode="after")
     def _unique_upstreams(self) -> Config:

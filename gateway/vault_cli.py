@@ -1,7 +1,14 @@
-"""``keyhand vault list | add | revoke | rotate-key``: the vault from the command line.
+"""``keyhand vault list | add | revoke | rotate-key | connect``: the vault from the command line.
 
 Secrets are read from standard input, never from an argument (which would land
 in shell history and ``ps``). Nothing here ever prints a secret.
+
+``list``, ``add``, ``revoke`` and ``rotate-key`` open the vault file directly
+(whether or not a gateway runs). ``revoke`` deletes locally; to revoke at the
+provider first (RFC 7009), use ``DELETE /v1/admin/credentials/{owner}/{name}``.
+``connect`` needs the *running* gateway, because the flow's state lives in the
+process that receives ``/oauth/callback``: it calls the admin API (see
+``gateway/vault_connect.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from datetime import UTC, datetime
 
 import anyio
 
+from gateway import vault_connect
 from gateway.config import Config, home_dir
 from gateway.errors import ConfigError
 from gateway.runtime import db_path, open_database
@@ -37,10 +45,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     revoke.add_argument("name")
     revoke.add_argument("--owner", default=SHARED)
     vault.add_parser("rotate-key", help="re-seal everything under a new master key")
+    vault_connect.add_parser(vault)
 
 
 def cmd_vault(args: argparse.Namespace, config: Config) -> int:
     home = home_dir()
+    if args.action == "connect":
+        return vault_connect.run(args, config, home)
 
     open_database(home).close()  # the file exists, owner-only, before the vault opens it
 

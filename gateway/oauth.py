@@ -266,6 +266,7 @@ class Connections:
         same_browser = flow is not None and flow.binding is not None and cookie is not None
         if same_browser and flow is not None and flow.binding != _digest(cookie or ""):
             same_browser = False
+        other_browser = flow is not None and flow.finished_at is None and not same_browser
         try:
             info = await self.vault.tokens.finish_connect(
                 state,
@@ -275,7 +276,7 @@ class Connections:
             )
         except vault_errors.AuthorizationStateError as exc:
             reason = str(exc)
-            if flow is not None and not same_browser:
+            if other_browser:
                 reason = "this authorization was finished in another browser than the one that opened the link"
             return self._failed(flow, "Not connected", reason, 400)
         except vault_errors.TokenError as exc:
@@ -294,7 +295,7 @@ class Connections:
         return response
 
     def _failed(self, flow: Flow | None, title: str, reason: str, status: int) -> Response:
-        if flow is not None:
+        if flow is not None and flow.finished_at is None:  # a replay does not undo a finished flow
             flow.status, flow.message, flow.finished_at = "failed", reason, time.time()
         log.info("oauth connection refused: %s", reason)
         return page(title, reason, status)

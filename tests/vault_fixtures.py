@@ -111,3 +111,44 @@ def authorize_as_browser(url: str) -> dict[str, str]:
 
 def keyset_of(source: EnvSource) -> KeySet:
     return source.load()
+
+
+# -- the gateway side (admin API, /oauth/callback): used by tests/test_admin*.py, test_oauth*.py --------
+
+MOCK_CLIENT_SECRET = "mock-client-secret-7d1c9e4b2a"
+
+
+def provider_body(server: OAuthServer, name: str = "mock", **overrides: Any) -> dict[str, Any]:
+    """The admin API body creating a provider at the real oauth2-mock-server, client secret included."""
+    body: dict[str, Any] = {
+        "name": name,
+        "authorization_url": f"{server.url}/authorize",
+        "token_url": f"{server.url}/token",
+        "revocation_url": f"{server.url}/revoke",
+        "client_id": "keyhand-test",
+        "client_secret": MOCK_CLIENT_SECRET,
+        "default_scopes": ["openid", "tickets:read"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    return body | overrides
+
+
+async def open_in_browser(link: str, browser: httpx2.AsyncClient | None = None) -> httpx2.Response:
+    """Open an authorization link as a browser would: cookies kept, every redirect followed.
+
+    The oauth2-mock-server approves at once, so the last response is the gateway's
+    callback page; ``response.url`` is the callback URL, state and code included.
+    """
+    if browser is not None:
+        return await browser.get(link, follow_redirects=True)
+    async with httpx2.AsyncClient(timeout=30) as own:
+        return await own.get(link, follow_redirects=True)
+
+
+async def redirect_to_callback(link: str, browser: httpx2.AsyncClient) -> str:
+    """Open the link and the provider's page, but stop before the callback: return its URL."""
+    to_provider = await browser.get(link)
+    assert to_provider.status_code == 302, to_provider.text
+    to_callback = await browser.get(to_provider.headers["location"])
+    assert to_callback.status_code in (302, 303), to_callback.text
+    return str(to_callback.headers["location"])

@@ -17,7 +17,9 @@ import anyio
 import uvicorn
 
 from gateway.config import Config
+from gateway.errors import StartupError
 from gateway.runtime import Runtime
+from vault.errors import MasterKeyError
 
 log = logging.getLogger("keyhand")
 
@@ -75,7 +77,10 @@ def serve(config: Config, home: Path, *, auth_enabled: bool = True) -> int:
             uv = uvicorn.Config(create_app(rt), log_level="warning", lifespan="on", access_log=False)
             await uvicorn.Server(uv).serve(sockets=[sock])
 
-    anyio.run(run)
+    try:
+        anyio.run(run)
+    except MasterKeyError as exc:  # wrong or missing master key: stop before listening, say what to do
+        raise StartupError(f"the vault cannot be opened: {exc}") from None
     return 0
 
 

@@ -84,11 +84,16 @@ class Shell:
 def kill_tree(cfg: dict[str, Any], shell: Shell) -> None:
     """SIGKILL every process the sandbox's commands started, and reap them before returning."""
     if cfg["pidns"] and os.getpid() == 2:  # PID 1 is bubblewrap's init; -1 spares it and us
-        for _ in range(50):
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:  # until only init and we are left (killed ones must be reaped too)
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
+                pass
+            _reap_nohang()
+            if not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]:
                 break
+            time.sleep(0.005)
     else:  # we are a child subreaper, so orphaned (daemonised) processes are still our descendants
         for _ in range(3):
             for pid in _descendants(os.getpid()):
@@ -100,6 +105,17 @@ def kill_tree(cfg: dict[str, Any], shell: Shell) -> None:
     shell.close()
     if not cfg["pidns"]:
         _reap_all()
+
+
+def _reap_nohang() -> None:
+    """Collect our own dead children without blocking (orphans are init's to reap)."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _reap_all() -> None:

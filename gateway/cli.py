@@ -23,6 +23,7 @@ from gateway.db import connect
 from gateway.errors import KeyhandError
 from gateway.ledger import Event, Ledger, Slice
 from gateway.runtime import Runtime, db_path, open_database
+from vault.errors import VaultError
 
 log = logging.getLogger("keyhand")
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load(args.config)
         return COMMANDS[args.command](args, config)
-    except KeyhandError as exc:
+    except (KeyhandError, VaultError) as exc:  # both carry messages written for the user, never a secret
         print(f"keyhand: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import uvicorn
 
 from gateway.config import Config
 from gateway.errors import StartupError
+from gateway.errors import StartupError
 from gateway.runtime import Runtime
 from vault.errors import MasterKeyError
 
@@ -28,7 +29,11 @@ def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror} (use --port to pick another)") from None
     sock.listen(512)
     sock.set_inheritable(True)
     return sock

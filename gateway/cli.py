@@ -22,6 +22,7 @@ from gateway.config import Config, home_dir, load
 from gateway.db import connect
 from gateway.errors import KeyhandError
 from gateway.ledger import Event, Ledger, Slice
+from gateway.redact import LOG_SCRUBBER
 from gateway.runtime import Runtime, db_path, open_database
 from vault.errors import VaultError
 
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    LOG_SCRUBBER.install()
     try:
         config = load(args.config)
         return COMMANDS[args.command](args, config)

@@ -21,7 +21,7 @@ from gateway.auth import Principal
 from gateway.config import Inject
 from gateway.injection import render
 from gateway.ledger import Ledger
-from gateway.redact import Redactor
+from gateway.redact import LOG_SCRUBBER, Redactor
 from vault import errors as vault_errors
 from vault.models import Kind, UsableCredential
 from vault.secret import Secret
@@ -128,5 +128,7 @@ class Credentials:
         if redactor is None:
             if len(self._redactors) > 256:
                 self._redactors.clear()
-            redactor = self._redactors[secrets] = Redactor((name, s.reveal()) for name, s in secrets)
+            pairs = [(name, s.reveal()) for name, s in secrets]
+            redactor = self._redactors[secrets] = Redactor(pairs)
+            LOG_SCRUBBER.learn(pairs)
         return redactor

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -87,3 +88,41 @@ class Redactor:
 
 
 NO_SECRETS = Redactor(())
+
+
+class LogScrubber(logging.Filter):
+    """A last line of defence for "no secret in a log line": scrub every secret any call has used.
+
+    Installed on the root handlers at start. Every redactor the gateway builds for a
+    call feeds its secrets in, so any value that could have reached a log line through
+    a call is known here by then. Log lines are formatted once, scrubbed, and passed on.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pairs: dict[str, str] = {}
+        self._redactor = NO_SECRETS
+
+    def learn(self, pairs: Iterable[tuple[str, str]]) -> None:
+        new = {value: name for name, value in pairs if value not in self._pairs}
+        if new:
+            self._pairs.update(new)
+            self._redactor = Redactor((name, value) for value, name in self._pairs.items())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._redactor:
+            message = record.getMessage()
+            scrubbed = self._redactor.text(message)
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, None
+            if record.exc_info and record.exc_info[1] is not None:
+                text = logging.Formatter().formatException(record.exc_info)
+                record.exc_info, record.exc_text = None, self._redactor.text(text)
+        return True
+
+    def install(self) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self)
+
+
+LOG_SCRUBBER = LogScrubber()

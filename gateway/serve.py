@@ -18,7 +18,6 @@ import uvicorn
 
 from gateway.config import Config
 from gateway.errors import StartupError
-from gateway.errors import StartupError
 from gateway.runtime import Runtime
 from vault.errors import MasterKeyError
 

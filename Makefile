@@ -5,7 +5,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.keyhand-installed
 ARGS  ?=
 
-.PHONY: install serve test lint typecheck unit conformance bench clean
+.PHONY: install serve test lint typecheck unit conformance conformance-auth clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/node-tools.sh
 	KEYHAND_WITH_NODE=1 bash scripts/bootstrap.sh
@@ -29,7 +29,10 @@ unit: install
 conformance: install
 	bash scripts/conformance.sh
 
-test: lint typecheck conformance unit
+conformance-auth: install
+	bash scripts/conformance-auth.sh
+
+test: lint typecheck conformance conformance-auth unit
 
 clean:
 	rm -rf $(VENV) .tools

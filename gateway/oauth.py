@@ -280,7 +280,8 @@ class Connections:
                 reason = "this authorization was finished in another browser than the one that opened the link"
             return self._failed(flow, "Not connected", reason, 400)
         except vault_errors.TokenError as exc:
-            refused = request.query_params.get("error") is not None  # the provider said no, or its endpoint failed
+            # the provider said no (at the authorization endpoint, or invalid_grant for the code), or it failed
+            refused = request.query_params.get("error") is not None or isinstance(exc, vault_errors.NeedsReauth)
             return self._failed(flow, "Not connected", str(exc), 400 if refused else 502)
         except vault_errors.VaultError as exc:
             return self._failed(flow, "Not connected", str(exc), 400)

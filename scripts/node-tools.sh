@@ -9,6 +9,7 @@ PKGS=(
   @modelcontextprotocol/conformance@0.1.16
   @modelcontextprotocol/server-everything@2026.8.31
   oauth2-mock-server@9.3.0
+  oidc-provider@9.13.3
 )
 stamp="$TOOLS/.installed-$(printf '%s ' "${PKGS[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

@@ -174,7 +174,8 @@ class TokenLifecycle:
         """Finish a flow at the callback: check state, exchange the code, store the tokens.
 
         Raises AuthorizationStateError (unknown, replayed, expired state, or started
-        by someone else), TokenEndpointError (the provider refused). Nothing is
+        by someone else), NeedsReauth (the provider refused the code: invalid_grant),
+        TokenEndpointError (the provider refused otherwise, or failed). Nothing is
         stored unless the exchange succeeded.
         """
         pending = self._pending.pop(state, None)  # single use, whatever happens next
@@ -189,10 +190,17 @@ class TokenLifecycle:
                 f"the provider did not authorize the connection ({error or 'no code'})", code=error
             )
         provider, client_secret = await self._store.providers.client_secret(pending.provider)
-        tokens = await exchange_code(
-            provider, client_secret, code=code, code_verifier=pending.code_verifier,
-            redirect_uri=pending.redirect_uri, resource=pending.resource, timeout=self._timeout,
-        )  # fmt: skip
+        try:
+            tokens = await exchange_code(
+                provider, client_secret, code=code, code_verifier=pending.code_verifier,
+                redirect_uri=pending.redirect_uri, resource=pending.resource, timeout=self._timeout,
+            )  # fmt: skip
+        except NeedsReauth:  # RFC 6749 §5.2: the code is not good for this client and redirect URI
+            raise NeedsReauth(
+                f"provider {provider.name} refused the authorization code (invalid_grant): it is expired, "
+                "already used, or was issued for another redirect URI or client; start the connection again",
+                code="invalid_grant",
+            ) from None
         info = await self._store.put_oauth2(
             pending.name, tokens, provider=pending.provider, owner=pending.owner, resource=pending.resource
         )

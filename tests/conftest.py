@@ -26,7 +26,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.proxy_helpers"]  # the `upstream` fixture
+pytest_plugins = ["tests.proxy_helpers", "tests.web_servers"]  # `upstream`; `site` and `sink`
 START_TIMEOUT_S = 30.0
 
 

@@ -9,12 +9,11 @@ guard refuses before connecting.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
 
-from tests.web_servers import MapResolver, RecordingContext, Server, serve, sink_app, site_app
+from tests.web_servers import MapResolver, RecordingContext, Server
 from tools.base import ToolError
 from tools.browse import WebFetchTool, web_fetch_tool
 from tools.netguard import (
@@ -129,18 +128,6 @@ HOSTILE = [
     "http://" + SITE + ":{S}/to?url=file:///etc/passwd",
     "http://" + SITE + ":{S}/to?url=http://metadata.google.internal/",
 ]
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[Server]:
-    with serve(site_app) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Server]:
-    with serve(sink_app) as server:
-        yield server
 
 
 @pytest.fixture

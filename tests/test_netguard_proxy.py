@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
 
-from tests.web_servers import MapResolver, Server, serve, sink_app, site_app
+from tests.web_servers import MapResolver, Server
 from tools.browse_proxy import GuardProxy, guard_proxy
 from tools.netguard import FetchSettings, Guard
 
 pytestmark = pytest.mark.anyio
 
 SITE = "proxy.keyhand-tests.example"
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[Server]:
-    with serve(site_app) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Server]:
-    with serve(sink_app) as server:
-        yield server
 
 
 def guard_for(site: Server) -> Guard:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.web_servers import MapResolver, RecordingContext, Server, serve, sink_app, site_app
+from tests.web_servers import MapResolver, RecordingContext, Server, serve, site_app
 from tests.web_tls import LocalPKI, make_pki
 from tools.base import CallContext, Tool, ToolError
 from tools.browse import WebFetchTool, web_fetch_tool
@@ -17,18 +17,6 @@ from tools.netguard import FetchSettings
 pytestmark = pytest.mark.anyio
 
 SITE = "site.keyhand-tests.example"
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[Server]:
-    with serve(site_app) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Server]:
-    with serve(sink_app) as server:
-        yield server
 
 
 def make_tool(site: Server, **overrides: Any) -> tuple[WebFetchTool, MapResolver]:

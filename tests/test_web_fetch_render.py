@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 
 import pytest
 
-from tests.web_servers import MapResolver, RecordingContext, Server, serve, sink_app, site_app
+from tests.web_servers import MapResolver, RecordingContext, Server
 from tools.base import ToolError
 from tools.browse import WebFetchTool, web_fetch_tool
 from tools.netguard import FetchSettings, RenderSettings
@@ -22,18 +21,6 @@ pytestmark = [
 ]
 
 SITE = "render.keyhand-tests.example"
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[Server]:
-    with serve(site_app) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Server]:
-    with serve(sink_app) as server:
-        yield server
 
 
 @pytest.fixture

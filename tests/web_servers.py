@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -266,3 +267,17 @@ class RecordingContext:
 
     def refusals(self) -> list[dict[str, Any]]:
         return [data for kind, data in self.events if kind == "fetch.refused"]
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Server]:
+    """The site under test (``site_app``), one per test module."""
+    with serve(site_app) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Server]:
+    """A private service that must never be reached (``sink_app``), one per test module."""
+    with serve(sink_app) as server:
+        yield server

@@ -46,16 +46,8 @@ trap cleanup EXIT
 # The suite's authorization servers expect this client ID metadata document URL (they never fetch it).
 printf 'oauth:\n  client_metadata_url: https://conformance-test.local/client-metadata.json\n' >"$work/config.yaml"
 export KEYHAND_HOME="$work/home"
-.venv/bin/keyhand --config "$work/config.yaml" serve --port 0 >"$work/out" 2>"$work/err" &
-pid=$!
-url=""
-for _ in $(seq 1 300); do
-  url=$(grep -o 'http://127.0.0.1:[0-9]*/mcp' "$work/out" | head -1 || true)
-  [ -n "$url" ] && curl -sf "${url%/mcp}/healthz" >/dev/null && break
-  url=""
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "conformance-auth: keyhand did not start"; cat "$work/err"; exit 1; }
+source scripts/start-keyhand.sh
+start_keyhand --config "$work/config.yaml"
 export KEYHAND_CONFORMANCE_GATEWAY="${url%/mcp}"
 
 failed=0

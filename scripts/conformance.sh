@@ -12,16 +12,9 @@ work=$(mktemp -d)
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-KEYHAND_HOME="$work/home" .venv/bin/keyhand serve --no-auth --port 0 >"$work/out" 2>"$work/err" &
-pid=$!
-url=""
-for _ in $(seq 1 300); do
-  url=$(grep -o 'http://127.0.0.1:[0-9]*/mcp' "$work/out" | head -1 || true)
-  [ -n "$url" ] && curl -sf "${url%/mcp}/healthz" >/dev/null && break
-  url=""
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "conformance: keyhand did not start"; cat "$work/err"; exit 1; }
+export KEYHAND_HOME="$work/home"
+source scripts/start-keyhand.sh
+start_keyhand -- --no-auth
 
 failed=0
 for scenario in "${SCENARIOS[@]}"; do

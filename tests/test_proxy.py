@@ -189,3 +189,20 @@ async def test_a_cancelled_call_is_cancelled_at_the_upstream_too(
             while "cancelled" not in upstream.all_headers():
                 await anyio.sleep(0.05)
         assert text_of(await mcp.call_tool("tracker__echo", {"text": "after"})) == "after"
+
+
+async def test_a_secret_printed_by_a_builtin_tool_is_scrubbed_too(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    async with gw.client(alice) as mcp:
+        sid = (await mcp.call_tool("session_events", {})).meta["keyhand/session"]
+        planted = gw.home / "workspaces" / sid / "leak.txt"  # as if the secret had reached the sandbox somehow
+        planted.parent.mkdir(parents=True, exist_ok=True)
+        planted.write_text(f"token={SECRET}\n")
+        shell = await mcp.call_tool("bash", {"command": "cat leak.txt; cat leak.txt | base64 -w0"})
+        read = await mcp.call_tool("read", {"file_path": "leak.txt"})
+    for result in (shell, read):
+        assert SECRET not in text_of(result)
+        assert "[REDACTED:tracker]" in text_of(result)
+    assert base64.b64encode(f"token={SECRET}\n".encode()).decode()[8:40] not in text_of(shell)

@@ -17,6 +17,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -54,11 +56,18 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            scope[PRINCIPAL_SCOPE_KEY] = await self.rt.keys.resolve(bearer_token(HTTPConnection(scope)))
+            principal = await self.rt.keys.resolve(bearer_token(HTTPConnection(scope)))
         except Unauthorized as exc:
             response = JSONResponse(exc.to_json(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        # The SDK binds each MCP connection to the user that opened it: another key presenting the
+        # same Mcp-Session-Id gets 404, so it can neither read that connection's stream nor answer
+        # its elicitations. The key itself is not put here, only who it stands for.
+        scope["user"] = AuthenticatedUser(
+            AccessToken(token="keyhand-api-key", client_id=principal.name, scopes=[], subject=principal.name)
+        )
         await self.app(scope, receive, send)
 
 

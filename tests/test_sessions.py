@@ -104,3 +104,25 @@ async def test_stateless_2026_clients_without_a_header_land_in_their_own_stable_
     assert e1 != d1
     async with gateway.http(erin) as http:
         assert (await http.get(f"/v1/sessions/{d1}")).status_code == 404
+
+
+async def test_another_key_cannot_use_an_mcp_connection_it_did_not_open(gateway: Gateway) -> None:
+    frank, grace = gateway.create_key("frank"), gateway.create_key("grace")
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    async with gateway.http(frank) as http:
+        opened = await http.post("/mcp", json=init, headers=headers)
+    connection = opened.headers["mcp-session-id"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with gateway.http(grace) as http:
+        hijack = await http.post("/mcp", json=listing, headers={**headers, "Mcp-Session-Id": connection})
+        sse = {"Accept": "text/event-stream", "Mcp-Session-Id": connection}
+        async with http.stream("GET", "/mcp", headers=sse) as stream:  # returns once the status line is in
+            stream_status = stream.status_code
+    assert hijack.status_code == 404
+    assert stream_status == 404

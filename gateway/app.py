@@ -3,6 +3,7 @@
     /healthz             200 once the gateway is ready (no auth)
     /mcp                 MCP Streamable HTTP (bearer API key; Host/Origin checked)
     /v1/sessions/...     the ledger API (bearer API key)
+    /metrics             Prometheus counters (admin key)
     /v1/admin/...        the admin API (admin key; gateway/admin.py)
     /oauth/...           OAuth start link, callback, client metadata (a browser's; gateway/oauth.py)
 
@@ -32,12 +33,13 @@ from gateway.api import LedgerApi
 from gateway.auth import LOCAL, bearer_token
 from gateway.errors import ApiError, TooLarge, Unauthorized
 from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, McpSurface
+from gateway.metrics import metrics_endpoint
 from gateway.oauth import Connections
 from gateway.runtime import Runtime
 
 log = logging.getLogger("keyhand.http")
 
-PROTECTED_PREFIXES = ("/mcp", "/v1/")
+PROTECTED_PREFIXES = ("/mcp", "/v1/", "/metrics")
 
 
 class AuthMiddleware:
@@ -101,6 +103,7 @@ def create_app(runtime: Runtime) -> Starlette:
     connections = Connections(runtime)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/mcp", StreamableHTTPASGIApp(manager), methods=["GET", "POST", "DELETE"]),
         *LedgerApi(runtime).routes(),
         *AdminApi(runtime, connections).routes(),

@@ -26,6 +26,7 @@ from gateway.config import Decision
 from gateway.context import ToolContext
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.ledger import Ledger
+from gateway.metrics import METRICS
 from gateway.redact import Redactor
 from tools.base import Tool, ToolError, ToolResult
 
@@ -173,7 +174,9 @@ def redact(call: Call, result: ToolResult) -> ToolResult:
 
 
 async def log_result(call: Call, call_seq: int, result: ToolResult, started: float) -> None:
-    duration_ms = round((time.monotonic() - started) * 1000, 3)
+    duration_s = time.monotonic() - started
+    duration_ms = round(duration_s * 1000, 3)
+    METRICS.observe(call.name, "error" if result.is_error else "result", duration_s)
     data: dict[str, Any] = {
         "tool": call.name,
         "call_seq": call_seq,

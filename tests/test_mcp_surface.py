@@ -96,3 +96,16 @@ async def test_a_clients_keyhand_meta_is_recorded_with_the_call(gateway: Gateway
     first = result.structured_content["events"][0]["data"]
     assert first["keyhand/tool_use_id"] == "toolu_42"
     assert "other" not in first
+
+
+async def test_metrics_count_calls_by_tool_and_outcome_for_admins_only(gateway: Gateway) -> None:
+    async with gateway.client() as mcp:
+        await mcp.call_tool("session_events", {})
+        await mcp.call_tool("session_events", {"limit": "bad"})
+    async with gateway.http() as admin, gateway.http(gateway.create_key("metrics-user")) as user:
+        text = (await admin.get("/metrics")).text
+        assert (await user.get("/metrics")).status_code == 403
+    async with gateway.http(key=None) as anonymous:
+        assert (await anonymous.get("/metrics")).status_code == 401
+    assert 'keyhand_tool_calls_total{tool="session_events",outcome="error"}' in text
+    assert 'keyhand_tool_calls_total{tool="session_events",outcome="result"}' in text

@@ -19,6 +19,7 @@ client can re-attach later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -27,6 +28,7 @@ import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 
 from gateway import __version__
@@ -110,6 +112,10 @@ class McpSurface:
         self.rt = runtime
         self.stdio_session = stdio_session
         self._bindings: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self._peers: OrderedDict[str, ServerSession] = OrderedDict()  # connection id -> its back channel
+        self._notify_tasks: set[asyncio.Task[None]] = set()
+        if runtime.upstreams is not None:
+            runtime.upstreams.listeners.append(self.tools_changed)
         self._bind_lock = anyio.Lock()
         self.server: Server[Any] = Server(
             "keyhand",
@@ -126,6 +132,7 @@ class McpSurface:
     ) -> types.ListToolsResult:
         principal = self.principal(ctx)
         profile = self.rt.config.profile(principal.profile)
+        self._remember_peer(ctx)
         if self.rt.upstreams is not None:
             await self.rt.upstreams.ensure_listed(principal)
         return types.ListToolsResult(tools=[to_mcp_tool(t) for t in self.rt.toolset.visible(profile)])
@@ -166,6 +173,31 @@ class McpSurface:
         )
         result = await run_call(call)
         return to_mcp_result(result, session.id)
+
+    # -- telling clients the tool list changed -----------------------------------
+
+    def _remember_peer(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        """Keep the back channel of each stateful connection that listed tools, to notify it later."""
+        connection = ctx.request.headers.get("mcp-session-id") if ctx.request is not None else "stdio"
+        if connection:
+            self._peers[connection] = ctx.session
+            self._peers.move_to_end(connection)
+            if len(self._peers) > _MAX_BINDINGS:
+                self._peers.popitem(last=False)
+
+    def tools_changed(self) -> None:
+        """An upstream changed its tools: send ``notifications/tools/list_changed`` to every client that listed them."""
+        task = asyncio.get_running_loop().create_task(self._notify_all())
+        self._notify_tasks.add(task)
+        task.add_done_callback(self._notify_tasks.discard)
+
+    async def _notify_all(self) -> None:
+        for connection, peer in list(self._peers.items()):
+            try:
+                with anyio.fail_after(5):
+                    await peer.send_tool_list_changed()
+            except Exception:  # a connection that is gone or slow: forget it, it will list again when it returns
+                self._peers.pop(connection, None)
 
     # -- who and which session ---------------------------------------------------
 

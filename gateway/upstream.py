@@ -286,6 +286,8 @@ class Upstreams:
         self.credentials = credentials
         self.all = [Upstream(cfg, self._changed) for cfg in configs]
         self._list_lock = anyio.Lock()
+        self.listeners: list[Callable[[], None]] = []
+        """Called when an upstream's tool list changed (the MCP surface tells its clients)."""
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -296,6 +298,8 @@ class Upstreams:
 
     def _changed(self, upstream: Upstream) -> None:
         log.info("upstream %s changed its tool list; it will be listed again", upstream.name)
+        for listener in self.listeners:
+            listener()
 
     async def ensure_listed(self, principal: Principal) -> None:
         """List every upstream not listed yet (or whose list changed), with this principal's credential."""

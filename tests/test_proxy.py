@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 
 from tests.conftest import Gateway, StartGateway, text_of
@@ -135,19 +136,22 @@ async def test_a_principal_without_a_credential_is_told_how_to_connect_one(
     assert all(SECRET not in c for c in upstream.received())
 
 
-async def test_an_upstream_list_change_shows_up_in_the_tool_list(
+async def test_an_upstream_list_change_is_announced_to_the_client_and_shows_up_in_the_tool_list(
     start_gateway: StartGateway, upstream: Upstream
 ) -> None:
     gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
-    async with gw.client(alice) as mcp:
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with gw.client(alice, message_handler=on_message) as mcp:
         assert "tracker__added" not in {t.name for t in (await mcp.list_tools()).tools}
         await mcp.call_tool("tracker__add_tool", {})
-        names: set[str] = set()
-        for _ in range(50):  # the notification arrives on the upstream's stream, asynchronously
-            names = {t.name for t in (await mcp.list_tools()).tools}
-            if "tracker__added" in names:
-                break
-        assert "tracker__added" in names
+        with anyio.fail_after(20):
+            await changed.wait()
+        assert "tracker__added" in {t.name for t in (await mcp.list_tools()).tools}
         assert text_of(await mcp.call_tool("tracker__added", {})) == "added works"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -107,15 +106,26 @@ def serve_stdio(config: Config, home: Path, *, session: str | None) -> int:
 
 
 def doctor(config: Config, home: Path) -> int:
+    """Check what serving needs here; exit 1 naming what to fix. Chromium is optional (render only)."""
+    from tools.sandbox import SandboxUnavailable, Viability, backend_for
+
+    try:
+        sandbox = backend_for(config.sandbox).viability()
+    except SandboxUnavailable as exc:
+        sandbox = Viability(False, str(exc))
+    chromium = Path(config.fetch.render.chromium_path)
     checks = [
-        ("python >= 3.11", sys.version_info >= (3, 11), sys.version.split()[0]),
-        ("bubblewrap (bwrap)", shutil.which("bwrap") is not None, "install with: apt-get install bubblewrap"),
-        ("home directory writable", _writable(home), str(home)),
+        ("python >= 3.11", sys.version_info >= (3, 11), sys.version.split()[0], True),
+        (f"sandbox backend {config.sandbox.backend}", sandbox.ok, sandbox.reason or "can run here", True),
+        ("home directory writable", _writable(home), str(home), True),
+        ("chromium (web_fetch render)", chromium.exists(), f"{chromium} (apt-get install chromium)", False),
     ]
     ok = True
-    for name, passed, detail in checks:
-        print(f"[{'ok' if passed else 'FAIL'}] {name}: {detail}")
-        ok = ok and passed
+    for name, passed, detail, required in checks:
+        print(f"[{'ok' if passed else 'FAIL' if required else 'warn'}] {name}: {detail}")
+        ok = ok and (passed or not required)
+    for warning in sandbox.warnings:
+        print(f"[warn] sandbox: {warning}")
     return 0 if ok else 1
 
 

@@ -111,3 +111,13 @@ async def test_sessions_tail_follows_new_events_live(gateway: Gateway) -> None:
                 tail.stdout.close()
     event = json.loads(line)
     assert (event["seq"], event["type"], event["data"]["text"]) == (2, "user.message", "live")
+
+
+def test_doctor_checks_the_sandbox_backend_for_real(tmp_path: Path) -> None:
+    ok = run(tmp_path, "doctor")
+    assert ok.returncode == 0 and "[ok] sandbox backend bwrap" in ok.stdout
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("sandbox:\n  bwrap_path: /nonexistent/bwrap\n")
+    broken = run(tmp_path, "--config", str(cfg), "doctor")
+    assert broken.returncode == 1
+    assert "[FAIL] sandbox backend bwrap" in broken.stdout and "bubblewrap" in broken.stdout

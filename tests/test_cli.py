@@ -121,3 +121,12 @@ def test_doctor_checks_the_sandbox_backend_for_real(tmp_path: Path) -> None:
     broken = run(tmp_path, "--config", str(cfg), "doctor")
     assert broken.returncode == 1
     assert "[FAIL] sandbox backend bwrap" in broken.stdout and "bubblewrap" in broken.stdout
+
+
+def test_serve_refuses_to_start_without_bubblewrap_and_says_how_to_install_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "nobwrap.yaml"
+    cfg.write_text("sandbox:\n  bwrap_path: /nonexistent/bwrap\n")
+    result = run(tmp_path, "--config", str(cfg), "serve", "--port", "0")
+    assert result.returncode == 2
+    assert "apt-get install bubblewrap" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -37,11 +37,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def stdio_command() -> tuple[str, list[str]]:
+    """How a client should launch this very installation over stdio (absolute, so no PATH is needed)."""
+    script = Path(sys.argv[0]).resolve()
+    if script.name == "keyhand" and script.exists():
+        return str(script), ["stdio"]
+    return sys.executable, ["-m", "gateway.cli", "stdio"]
+
+
 def banner(rt: Runtime, url: str) -> str:
     admin_key = rt.home / "admin.key"
-    desktop = {
-        "mcpServers": {"keyhand": {"command": "keyhand", "args": ["stdio"], "env": {"KEYHAND_HOME": str(rt.home)}}}
-    }
+    command, args = stdio_command()
+    desktop = {"mcpServers": {"keyhand": {"command": command, "args": args, "env": {"KEYHAND_HOME": str(rt.home)}}}}
     remote = {
         "mcpServers": {
             "keyhand": {

@@ -130,3 +130,13 @@ def test_serve_refuses_to_start_without_bubblewrap_and_says_how_to_install_it(tm
     assert result.returncode == 2
     assert "apt-get install bubblewrap" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_the_claude_desktop_snippet_serve_prints_launches_a_working_stdio_server(gateway: Gateway) -> None:
+    text = "".join(gateway.banner)
+    snippet = text.split("local stdio:\n", 1)[1].split("keyhand: or over HTTP", 1)[0]
+    server = json.loads(snippet)["mcpServers"]["keyhand"]
+    params = StdioServerParameters(command=server["command"], args=server["args"], env=server["env"])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as mcp:
+        await mcp.initialize()
+        assert "session_events" in {t.name for t in (await mcp.list_tools()).tools}

@@ -41,9 +41,8 @@ def test_a_missing_bubblewrap_is_refused_with_the_install_command() -> None:
         backend_for(settings)
 
 
-def test_a_network_allowlist_is_refused_until_egress_filtering_exists() -> None:
-    with pytest.raises(SandboxUnavailable, match="allow_hosts"):
-        backend_for(SandboxSettings.model_validate({"network": {"allow_hosts": ["example.com"]}}))
+def test_a_network_allowlist_is_served_by_the_bwrap_backend() -> None:
+    assert backend_for(SandboxSettings.model_validate({"network": {"allow_hosts": ["example.com"]}})).name == "bwrap"
 
 
 def test_the_seccomp_filter_assembles_for_every_supported_architecture() -> None:

@@ -72,6 +72,8 @@ class GuardProxy:
     bytes_in: int = 0
     blocked: list[tuple[str, str]] = field(default_factory=list)
     background: int = 0
+    # Hosts refused quietly (not counted, not in ``blocked``); sandbox egress passes an empty set.
+    ignored_hosts: frozenset[str] = BROWSER_SERVICES
 
     async def handle(self, client: SocketStream) -> None:
         async with client:
@@ -104,7 +106,7 @@ class GuardProxy:
 
     async def _check(self, method: str, url: str) -> Target:
         host = (url if method == "CONNECT" else url.partition("://")[2]).split("/")[0].rsplit(":", 1)[0].lower()
-        if host in BROWSER_SERVICES:
+        if host in self.ignored_hosts:
             raise BrowserService(f"{host} is a browser background service")
         self.requests += 1
         if self.requests > self.max_requests:

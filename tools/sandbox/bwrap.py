@@ -11,7 +11,9 @@ namespaces (no network: only its own loopback), as uid/gid 1000, in a new sessio
 namespaces disabled and the filter of :mod:`tools.sandbox.seccomp`. Its first process
 is :mod:`tools.sandbox.supervisor`; ``--die-with-parent`` takes the whole tree down
 with the gateway. Limits: rlimits always; a cgroup where writable (see
-:mod:`tools.sandbox.cgroup`).
+:mod:`tools.sandbox.cgroup`). When the profile allows hosts, the sandbox also gets
+its egress (see :mod:`tools.sandbox.egress`): one Unix socket to a guard proxy on
+the host, the forwarder that serves it on the private loopback, and proxy variables.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ from pathlib import Path
 
 import anyio
 
+from tools.netguard import Resolver
 from tools.sandbox.cgroup import Cgroup, create_cgroup
 from tools.sandbox.channel import SupervisorChannel
-from tools.sandbox.protocol import SANDBOX_WORKSPACE, ExecResult, SandboxLost, SandboxUnavailable, Viability
+from tools.sandbox.egress import EGRESS_SOCKET, FORWARDER_PATH, PROXY_ENV, PROXY_PORT, Egress, forwarder_source
+from tools.sandbox.protocol import (
+    SANDBOX_WORKSPACE,
+    EgressRefusal,
+    ExecResult,
+    SandboxLost,
+    SandboxUnavailable,
+    Viability,
+)
 from tools.sandbox.seccomp import UnsupportedArch, build_filter
 from tools.sandbox.settings import SandboxSettings
 
@@ -79,12 +90,16 @@ def supervisor_source() -> bytes:
 
 
 class BwrapBackend:
-    """Creates :class:`BwrapSandbox` es; viable where bubblewrap and user namespaces work."""
+    """Creates :class:`BwrapSandbox` es; viable where bubblewrap and user namespaces work.
+
+    ``resolver`` is what the egress guard resolves allowed names with (tests map names to 127.0.0.1).
+    """
 
     name = "bwrap"
 
-    def __init__(self, settings: SandboxSettings) -> None:
+    def __init__(self, settings: SandboxSettings, *, resolver: Resolver | None = None) -> None:
         self.settings = settings
+        self.resolver = resolver
         self._verdict: Viability | None = None
 
     def viability(self) -> Viability:
@@ -94,8 +109,6 @@ class BwrapBackend:
         return self._verdict
 
     def _check(self) -> Viability:
-        if self.settings.network.allow_hosts:
-            return Viability(False, "sandbox.network.allow_hosts is not supported yet; leave it empty (no network)")
         bwrap = shutil.which(self.settings.bwrap_path)
         if bwrap is None:
             return Viability(
@@ -131,7 +144,7 @@ class BwrapBackend:
         verdict = self.viability()
         if not verdict.ok:
             raise SandboxUnavailable(verdict.reason)
-        sandbox = BwrapSandbox(self.settings, session_id, workspace)
+        sandbox = BwrapSandbox(self.settings, session_id, workspace, resolver=self.resolver)
         await sandbox.start()
         return sandbox
 
@@ -139,11 +152,15 @@ class BwrapBackend:
 class BwrapSandbox:
     """One running bubblewrap sandbox (see the module docstring for what it isolates)."""
 
-    def __init__(self, settings: SandboxSettings, session_id: str, workspace: Path) -> None:
+    def __init__(
+        self, settings: SandboxSettings, session_id: str, workspace: Path, *, resolver: Resolver | None = None
+    ) -> None:
         self.settings = settings
         self.session_id = session_id
         self._workspace = workspace
+        self._resolver = resolver
         self.cgroup: Cgroup | None = None
+        self.egress: Egress | None = None
         self._channel: SupervisorChannel | None = None
         self.provision_s = 0.0
 
@@ -157,18 +174,24 @@ class BwrapSandbox:
         return self._channel.process.pid if self._channel else None
 
     async def start(self) -> None:
+        """Start egress (if hosts are allowed), then bwrap; on any failure, destroy what was started."""
         started = time.monotonic()
+        try:
+            if self.settings.network.allow_hosts:
+                self.egress = await Egress.open(self.settings.network, self._resolver)
+            await self._launch()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.destroy()
+            raise
+        self.provision_s = time.monotonic() - started
+
+    async def _launch(self) -> None:
         limits = self.settings.limits
         self.cgroup = create_cgroup(
             f"keyhand-{uuid.uuid4().hex[:12]}", pids=limits.pids, memory_bytes=limits.memory_mb << 20
         )
-        fds = {
-            "seccomp": _memfd("keyhand-seccomp", build_filter()),
-            "supervisor": _memfd("keyhand-supervisor", supervisor_source()),
-            "passwd": _memfd("passwd", PASSWD.encode()),
-            "group": _memfd("group", GROUP.encode()),
-            "hosts": _memfd("hosts", HOSTS.encode()),
-        }
+        fds = self._fds()
         # Options go through --args so the sandbox's PID 1 cmdline does not reveal host paths.
         fds["args"] = _memfd("keyhand-bwrap-args", b"".join(a.encode() + b"\0" for a in self._options(fds)))
         try:
@@ -185,12 +208,19 @@ class BwrapSandbox:
             for fd in fds.values():
                 os.close(fd)
         self._channel = SupervisorChannel(process)
-        try:
-            await self._channel.ready(PROVISION_TIMEOUT_S)
-        except SandboxLost:
-            await self.destroy()
-            raise
-        self.provision_s = time.monotonic() - started
+        await self._channel.ready(PROVISION_TIMEOUT_S)
+
+    def _fds(self) -> dict[str, int]:
+        fds = {
+            "seccomp": _memfd("keyhand-seccomp", build_filter()),
+            "supervisor": _memfd("keyhand-supervisor", supervisor_source()),
+            "passwd": _memfd("passwd", PASSWD.encode()),
+            "group": _memfd("group", GROUP.encode()),
+            "hosts": _memfd("hosts", HOSTS.encode()),
+        }
+        if self.egress is not None:
+            fds["forwarder"] = _memfd("keyhand-forwarder", forwarder_source())
+        return fds
 
     def _supervisor_config(self) -> dict[str, object]:
         return {
@@ -200,10 +230,12 @@ class BwrapSandbox:
             "limits": self.settings.limits.model_dump(
                 include={"cpu_s", "memory_mb", "pids", "file_size_mb", "open_files"}
             ),
+            "egress": {"port": PROXY_PORT, "socket": EGRESS_SOCKET, "script": FORWARDER_PATH} if self.egress else None,
         }
 
     def _options(self, fds: dict[str, int]) -> list[str]:
-        args = [*namespace_args(), *filesystem_args(self.settings, fds, self._workspace)]
+        egress = self.egress.socket_path if self.egress else None
+        args = [*namespace_args(), *filesystem_args(self.settings, fds, self._workspace, egress)]
         return [*args, "--seccomp", str(fds["seccomp"]), "--chdir", SANDBOX_WORKSPACE]
 
     def _command(self, args_fd: int) -> list[str]:
@@ -229,6 +261,11 @@ class BwrapSandbox:
             await self._channel.close()
         if self.cgroup is not None:
             await _remove_cgroup(self.cgroup)
+        if self.egress is not None:
+            await self.egress.close()
+
+    def take_egress_refusals(self) -> list[EgressRefusal]:
+        return self.egress.take_refusals() if self.egress else []
 
 
 def namespace_args() -> list[str]:
@@ -239,7 +276,10 @@ def namespace_args() -> list[str]:
     ]  # fmt: skip
 
 
-def filesystem_args(settings: SandboxSettings, fds: dict[str, int], workspace: Path) -> list[str]:
+def filesystem_args(
+    settings: SandboxSettings, fds: dict[str, int], workspace: Path, egress: Path | None = None
+) -> list[str]:
+    """The mounts and environment; with ``egress`` (the host side of its socket) the egress pieces too."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in TOP_LEVEL:
         host = Path("/") / name
@@ -256,9 +296,12 @@ def filesystem_args(settings: SandboxSettings, fds: dict[str, int], workspace: P
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", tmp_size, "--tmpfs", "/dev/shm"]
     args += ["--perms", "1777", "--size", tmp_size, "--tmpfs", "/tmp"]
     args += ["--bind", str(workspace), SANDBOX_WORKSPACE]
+    if egress is not None:
+        args += ["--bind", str(egress), EGRESS_SOCKET]
+        args += ["--perms", "0644", "--ro-bind-data", str(fds["forwarder"]), FORWARDER_PATH]
     # bwrap's root and /dev are tmpfs it made writable; seal them (device nodes stay usable).
     args += ["--remount-ro", "/dev", "--remount-ro", "/"]
-    for key, value in SANDBOX_ENV.items():
+    for key, value in {**SANDBOX_ENV, **(PROXY_ENV if egress is not None else {})}.items():
         args += ["--setenv", key, value]
     return args
 

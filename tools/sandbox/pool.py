@@ -5,6 +5,9 @@ Events (through the calling tool's ``ctx.emit``):
 - ``sandbox.provisioned`` ``{backend, provision_ms, replaces_lost}``
 - ``sandbox.lost`` ``{backend, reason}`` — the call in flight fails; the next one provisions afresh
 - ``sandbox.stopped`` ``{backend, reason: "idle" | "closed", idle_s}`` — the workspace is kept
+- ``sandbox.egress_refused`` ``{host, reason, count}`` — the egress proxy refused connections
+  (see :mod:`tools.sandbox.egress`); reported after the call during which they happened, one
+  event per host and reason
 
 The pool knows a session only by ``ctx.session_id`` and ``ctx.workspace`` (the host
 directory the gateway chose); it creates nothing else on the host.
@@ -13,6 +16,7 @@ directory the gateway chose); it creates nothing else on the host.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -66,8 +70,9 @@ class SandboxPool:
         entry = await self._entry(ctx)
         entry.busy += 1
         try:
-            return await entry.sandbox.exec(command, timeout_s=timeout_s, restart=restart)
+            result = await entry.sandbox.exec(command, timeout_s=timeout_s, restart=restart)
         except SandboxLost as exc:
+            await self._report_refusals(ctx, entry.sandbox)
             await self._forget(ctx.session_id, entry)
             self._lost.add(ctx.session_id)
             await ctx.emit("sandbox.lost", {"backend": self.backend.name, "reason": exc.reason})
@@ -75,6 +80,13 @@ class SandboxPool:
         finally:
             entry.busy -= 1
             entry.last_used = time.monotonic()
+        await self._report_refusals(ctx, entry.sandbox)
+        return result
+
+    async def _report_refusals(self, ctx: CallContext, sandbox: Sandbox) -> None:
+        counts = Counter((r.host, r.reason) for r in sandbox.take_egress_refusals())
+        for (host, reason), count in counts.items():
+            await ctx.emit("sandbox.egress_refused", {"host": host, "reason": reason, "count": count})
 
     async def _entry(self, ctx: CallContext) -> _Entry:
         lock = self._locks.setdefault(ctx.session_id, anyio.Lock())

@@ -73,6 +73,14 @@ class ExecResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class EgressRefusal:
+    """A connection the sandbox's egress proxy refused: the host asked for, and the guard's reason."""
+
+    host: str
+    reason: str
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     """One session's isolated execution environment."""
@@ -100,6 +108,10 @@ class Sandbox(Protocol):
 
     async def destroy(self) -> None:
         """Kill every process of the sandbox; idempotent. The workspace is left alone."""
+        ...
+
+    def take_egress_refusals(self) -> list[EgressRefusal]:
+        """Connections refused by the sandbox's egress proxy since the last call (empty without one)."""
         ...
 
 

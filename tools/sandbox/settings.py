@@ -6,9 +6,14 @@ Self-contained (no import of ``gateway``) so the gateway can embed it as a field
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tools.netguard import FetchSettings
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 class SandboxLimits(BaseModel):
@@ -39,14 +44,42 @@ class SandboxLimits(BaseModel):
 
 
 class SandboxNetwork(BaseModel):
-    """Network rules. Empty ``allow_hosts`` means no network namespace egress at all."""
+    """Network rules. Empty ``allow_hosts``: no egress at all (only the sandbox's private loopback)."""
 
     model_config = ConfigDict(extra="forbid")
 
     allow_hosts: list[str] = Field(
         default_factory=list,
-        description="Hosts the sandbox may reach. Empty: no network at all (only a private loopback).",
+        description="Host names code in the sandbox may reach over HTTP(S), through a proxy that applies web_fetch's "
+        "network guard (HTTP_PROXY/HTTPS_PROXY are set; nothing else leaves). Exact names; '*.example.com' for "
+        "its subdomains. Empty: no network at all (only a private loopback).",
     )
+    allow_private: list[str] = Field(
+        default_factory=list,
+        description="Narrow exceptions to the public-address rule for those hosts, as 'ip:port' (e.g. "
+        "'127.0.0.1:8080'), like fetch.allow_private. Cloud metadata addresses cannot be excepted.",
+    )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _hosts_are_names(cls, entries: list[str]) -> list[str]:
+        hosts = [entry.strip().lower().removesuffix(".") for entry in entries]
+        for host in hosts:
+            name = host.removeprefix("*.")
+            if not _NAME.fullmatch(name) or name.replace(".", "").isdigit() or "." not in name:
+                raise ValueError(
+                    f"allow_hosts entry {host!r} must be a host name like 'api.example.com' or "
+                    "'*.example.com' (addresses are never allowed, only names)"
+                )
+        return hosts
+
+    @field_validator("allow_private")
+    @classmethod
+    def _exceptions_are_narrow(cls, entries: list[str]) -> list[str]:
+        try:
+            return FetchSettings(allow_private=entries).allow_private
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 class SandboxSettings(BaseModel):

@@ -9,6 +9,10 @@ process tree goes: inside a PID namespace with ``kill(-1, SIGKILL)`` (everything
 this supervisor and bubblewrap's init), otherwise (the unsafe backend) the shell's
 process group and every descendant found in ``/proc``. Then a fresh shell starts.
 
+With ``cfg["egress"]`` (the profile allows hosts) it also binds the sandbox's
+loopback proxy port and keeps :mod:`tools.sandbox.forwarder` serving it: restarted
+whenever it is found dead, since stopping a command kills every process but ours.
+
 Requests: ``{"op": "exec", "command": str, "timeout": float, "restart": bool}``,
 ``{"op": "ping"}``; while a command runs, ``{"op": "cancel"}``. Every request gets
 exactly one reply; the first line written is ``{"ready": true}``.
@@ -22,6 +26,7 @@ import resource
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +84,30 @@ class Shell:
                 self.proc.stdin.close()
             except OSError:
                 pass
+
+
+class Forwarder:
+    """The egress forwarder process and the listening socket it serves, which outlives it."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.listener = socket.create_server(("127.0.0.1", int(cfg["port"])), backlog=128)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ensure()
+
+    def ensure(self) -> None:
+        """Start the forwarder unless it is running."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        fd = self.listener.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", self.cfg["script"], str(fd), self.cfg["socket"]],
+            stdin=subprocess.DEVNULL,  # never the gateway's pipes: they must close when we do
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(fd,),
+            start_new_session=True,
+        )
 
 
 def kill_tree(cfg: dict[str, Any], shell: Shell) -> None:
@@ -193,16 +222,21 @@ class Supervisor:
         self.out_dir = os.path.join(cfg["workspace"], ".keyhand", "output")
         os.makedirs(self.run_dir, exist_ok=True)
         self.shell = Shell(cfg)
+        self.forwarder = Forwarder(cfg["egress"]) if cfg.get("egress") else None
         self.counter = 0
 
     def restart_shell(self) -> None:
         kill_tree(self.cfg, self.shell)
         self.shell = Shell(self.cfg)
+        if self.forwarder is not None:
+            self.forwarder.ensure()
 
     def execute(self, req: dict[str, Any]) -> dict[str, Any]:
         restarted = bool(req.get("restart")) or self.shell.proc.poll() is not None  # e.g. OOM-killed meanwhile
         if restarted:
             self.restart_shell()
+        elif self.forwarder is not None:
+            self.forwarder.ensure()  # a command may have killed it
         self.counter += 1
         stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.counter}-{os.urandom(3).hex()}"
         os.makedirs(self.run_dir, exist_ok=True)  # the command may have removed it last time

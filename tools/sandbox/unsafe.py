@@ -18,7 +18,7 @@ import anyio
 
 from tools.sandbox.bwrap import SANDBOX_ENV, supervisor_source
 from tools.sandbox.channel import SupervisorChannel
-from tools.sandbox.protocol import ExecResult, SandboxLost, Viability
+from tools.sandbox.protocol import EgressRefusal, ExecResult, SandboxLost, Viability
 from tools.sandbox.settings import SandboxSettings
 
 WARNING = "WARNING: unsafe-subprocess backend: this command ran WITHOUT any sandbox, as the gateway's own user."
@@ -97,3 +97,6 @@ class UnsafeSandbox:
     async def destroy(self) -> None:
         if self._channel is not None:
             await self._channel.close()
+
+    def take_egress_refusals(self) -> list[EgressRefusal]:
+        return []  # the unsafe backend has the host's own network: there is no proxy to refuse anything

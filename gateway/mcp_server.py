@@ -78,6 +78,19 @@ def to_mcp_result(result: ToolResult, session_id: str) -> types.CallToolResult:
     return types.CallToolResult.model_validate(payload)
 
 
+def connection_id(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The MCP connection a request belongs to: its ``Mcp-Session-Id``, ``stdio``, or None (stateless)."""
+    return ctx.request.headers.get("mcp-session-id") if ctx.request is not None else "stdio"
+
+
+def put_bounded(mapping: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    """Insert as most recent; forget the least recent beyond :data:`_MAX_BINDINGS`."""
+    mapping[key] = value
+    mapping.move_to_end(key)
+    if len(mapping) > _MAX_BINDINGS:
+        mapping.popitem(last=False)
+
+
 def client_meta(meta: Any) -> dict[str, Any]:
     """The ``keyhand/*`` keys of a request's ``_meta`` (e.g. a harness's ``keyhand/tool_use_id``), for the ledger."""
     if not isinstance(meta, dict):
@@ -178,12 +191,9 @@ class McpSurface:
 
     def _remember_peer(self, ctx: ServerRequestContext[Any, Any]) -> None:
         """Keep the back channel of each stateful connection that listed tools, to notify it later."""
-        connection = ctx.request.headers.get("mcp-session-id") if ctx.request is not None else "stdio"
+        connection = connection_id(ctx)
         if connection:
-            self._peers[connection] = ctx.session
-            self._peers.move_to_end(connection)
-            if len(self._peers) > _MAX_BINDINGS:
-                self._peers.popitem(last=False)
+            put_bounded(self._peers, connection, ctx.session)
 
     def tools_changed(self) -> None:
         """An upstream changed its tools: send ``notifications/tools/list_changed`` to every client that listed them."""
@@ -215,7 +225,7 @@ class McpSurface:
         wanted = request.headers.get(SESSION_HEADER) if request is not None else self.stdio_session
         if wanted:
             return await self._attached(principal, wanted)
-        connection = request.headers.get("mcp-session-id") if request is not None else "stdio"
+        connection = connection_id(ctx)
         if connection:
             return await self._bound(principal, connection, self._client_name(ctx))
         return await self.rt.sessions.default_for(principal, self._client_name(ctx))
@@ -228,13 +238,8 @@ class McpSurface:
                 session = await self.rt.sessions.get(session_id, principal)
             except NotFound:
                 raise MCPError(types.INVALID_PARAMS, f"no session {session_id!r} for this API key") from None
-            self._remember(key, session)
+            put_bounded(self._bindings, key, session)
         return session
-
-    def _remember(self, key: tuple[str, str], session: Session) -> None:
-        self._bindings[key] = session
-        if len(self._bindings) > _MAX_BINDINGS:
-            self._bindings.popitem(last=False)
 
     async def _bound(self, principal: Principal, connection: str, client: str) -> Session:
         key = (principal.name, connection)
@@ -244,7 +249,7 @@ class McpSurface:
                 self._bindings.move_to_end(key)
                 return session
             session = await self.rt.sessions.create(principal, client=client)
-            self._remember(key, session)
+            put_bounded(self._bindings, key, session)
             if self.stdio_session is None and connection == "stdio":
                 self.stdio_session = session.id
             return session

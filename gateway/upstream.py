@@ -39,6 +39,11 @@ from tools.base import Annotations, CallContext, ToolError, ToolResult, ToolSpec
 log = logging.getLogger("keyhand.upstream")
 
 
+def connection_key(grant: Grant | None) -> str:
+    """Connections are per credential (an upstream session belongs to its token); none: ``anonymous``."""
+    return grant.key if grant else "anonymous"
+
+
 class UpstreamUnavailable(ToolError):
     """The upstream cannot be reached now; the message names it and when it will be tried again."""
 
@@ -111,7 +116,7 @@ class Upstream:
     async def session(self, grant: Grant | None) -> ClientSession:
         """The live session for this credential, connecting (once, under a lock) if needed."""
         self.breaker.check(self.name)
-        key = grant.key if grant else "anonymous"
+        key = connection_key(grant)
         async with self._lock:
             conn = self._connections.get(key)
             if conn is not None and self.config.command and grant is not None:
@@ -190,7 +195,7 @@ class Upstream:
     # -- listing and calling ---------------------------------------------------------
 
     async def list_tools(self, grant: Grant | None) -> list[UpstreamTool]:
-        key = grant.key if grant else "anonymous"
+        key = connection_key(grant)
         session = await self.session(grant)
         try:
             with anyio.fail_after(self.config.timeout_s):
@@ -204,7 +209,7 @@ class Upstream:
         return self.tools
 
     async def call(self, grant: Grant | None, tool: str, args: Mapping[str, Any], ctx: CallContext) -> ToolResult:
-        key = grant.key if grant else "anonymous"
+        key = connection_key(grant)
         session = await self.session(grant)
 
         async def forward(progress: float, total: float | None, message: str | None) -> None:

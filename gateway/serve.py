@@ -24,8 +24,14 @@ log = logging.getLogger("keyhand")
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the slow start-up so a taken port fails at once.
+
+    ``IPPROTO_TCP`` is spelled out: asyncio sets ``TCP_NODELAY`` only on accepted sockets whose
+    protocol says TCP, and without it a response written as headers then body waits out the
+    client's delayed ACK (~40 ms a call).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -6,6 +6,7 @@ sends, and on a 401 asks for a refreshed secret and retries once. The client
 that carries it is built by the gateway for the upstream alone, so whatever
 token the caller used to reach Keyhand is never on it (no token passthrough);
 the flow also drops any ``Authorization`` header that is not the one it sets.
+``gateway/upstream_http.py`` sends an upstream's calls with the same :meth:`VaultAuth.headers`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ class VaultAuth(httpx2.Auth):
     fetch: SecretFn
     header: str = "Authorization"
 
+    async def headers(self, *, refresh: bool = False) -> dict[str, str]:
+        """The bound header with the current secret, fetched now; ``refresh=True`` after a 401."""
+        return {self.header: await self.fetch(refresh)}
+
     async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         request.headers.pop("authorization", None)
-        request.headers[self.header] = await self.fetch(False)
+        request.headers.update(await self.headers())
         response = yield request
         if response.status_code == 401:
-            request.headers[self.header] = await self.fetch(True)
+            request.headers.update(await self.headers(refresh=True))
             yield request
 
     def sync_auth_flow(self, request: httpx2.Request) -> None:  # type: ignore[override]  # async-only by design

@@ -28,15 +28,20 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
 
 from gateway.auth import Principal
 from gateway.config import Inject, UpstreamConfig
 from gateway.credentials import CredentialRefused, Credentials, Grant
 from gateway.injection import VaultAuth
 from gateway.toolset import Toolset
+from gateway.upstream_http import HttpCaller, UpstreamHttpError
 from tools.base import Annotations, CallContext, ToolError, ToolResult, ToolSpec
 
 log = logging.getLogger("keyhand.upstream")
+
+LEAN_PROTOCOLS = frozenset({"2025-03-26", "2025-06-18", "2025-11-25"})
+"""Handshake revisions whose ``tools/call`` the lean HTTP path sends (session header, plain JSON-RPC)."""
 
 
 def connection_key(grant: Grant | None) -> str:
@@ -85,6 +90,8 @@ class Connection:
     ready: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
     env_secret: str | None = None
+    caller: HttpCaller | None = None
+    """HTTP upstreams: sends this session's ``tools/call`` on the lean path (``gateway/upstream_http.py``)."""
 
 
 class Upstream:
@@ -115,6 +122,12 @@ class Upstream:
 
     async def session(self, grant: Grant | None) -> ClientSession:
         """The live session for this credential, connecting (once, under a lock) if needed."""
+        conn = await self.connection(grant)
+        assert conn.session is not None
+        return conn.session
+
+    async def connection(self, grant: Grant | None) -> Connection:
+        """The live connection for this credential, connecting (once, under a lock) if needed."""
         self.breaker.check(self.name)
         key = connection_key(grant)
         async with self._lock:
@@ -125,8 +138,7 @@ class Upstream:
                     conn = None
             if conn is None or conn.closed.is_set():
                 conn = await self._connect(key, grant)
-        assert conn.session is not None
-        return conn.session
+        return conn
 
     async def _connect(self, key: str, grant: Grant | None) -> Connection:
         assert self._tg is not None, "Upstream.running() must be entered first"
@@ -155,6 +167,11 @@ class Upstream:
                 async with ClientSession(read, write, message_handler=self._on_message) as session:
                     await session.initialize()
                     conn.session = session
+                    if conn.caller is not None:
+                        if session.protocol_version in LEAN_PROTOCOLS:
+                            conn.caller.protocol_version = session.protocol_version
+                        else:  # a revision the lean path does not speak: every call goes through the SDK
+                            conn.caller = None
                     conn.ready.set()
                     await conn.closed.wait()
         except Exception as exc:  # the connection's own boundary: report to whoever waits, then end
@@ -163,6 +180,8 @@ class Upstream:
         finally:
             conn.closed.set()
             conn.ready.set()
+            if conn.caller is not None:
+                conn.caller.close()
 
     @contextlib.asynccontextmanager
     async def _transport(self, conn: Connection, grant: Grant | None) -> AsyncIterator[tuple[Any, Any]]:
@@ -178,7 +197,15 @@ class Upstream:
         assert cfg.url is not None
         auth = VaultAuth(grant.fetch, grant.header) if grant is not None else None
         timeout = httpx2.Timeout(cfg.connect_timeout_s, read=cfg.timeout_s + 5)
-        async with httpx2.AsyncClient(auth=auth, timeout=timeout, follow_redirects=False) as http:
+        caller = conn.caller = HttpCaller(cfg.url, auth=auth, connect_timeout_s=cfg.connect_timeout_s)
+
+        async def remember_session(response: httpx2.Response) -> None:
+            if session_id := response.headers.get("mcp-session-id"):
+                caller.session_id = session_id
+
+        async with httpx2.AsyncClient(
+            auth=auth, timeout=timeout, follow_redirects=False, event_hooks={"response": [remember_session]}
+        ) as http:
             async with streamable_http_client(cfg.url, http_client=http) as (read, write, *_):
                 yield read, write
 
@@ -210,14 +237,18 @@ class Upstream:
 
     async def call(self, grant: Grant | None, tool: str, args: Mapping[str, Any], ctx: CallContext) -> ToolResult:
         key = connection_key(grant)
-        session = await self.session(grant)
+        conn = await self.connection(grant)
 
         async def forward(progress: float, total: float | None, message: str | None) -> None:
             await ctx.progress(progress, total, message)
 
         try:
             with anyio.fail_after(self.config.timeout_s):
-                result = await session.call_tool(tool, dict(args), progress_callback=forward)
+                if conn.caller is not None:
+                    result = await self._call_lean(conn.caller, tool, args, ctx)
+                else:
+                    assert conn.session is not None
+                    result = await conn.session.call_tool(tool, dict(args), progress_callback=forward)
         except TimeoutError:
             self._failed(key)
             raise ToolError(
@@ -231,6 +262,25 @@ class Upstream:
             raise ToolError(f"upstream {self.name!r} failed during {tool}: {_describe(exc)}") from None
         self.breaker.succeeded()
         return to_tool_result(result)
+
+    async def _call_lean(
+        self, caller: HttpCaller, tool: str, args: Mapping[str, Any], ctx: CallContext
+    ) -> types.CallToolResult:
+        token = "keyhand-progress"
+
+        async def on_notification(message: dict[str, Any]) -> None:
+            params = message.get("params") or {}
+            if message.get("method") == "notifications/progress" and params.get("progressToken") == token:
+                await ctx.progress(float(params.get("progress", 0)), params.get("total"), params.get("message"))
+            elif message.get("method") == "notifications/tools/list_changed":
+                await self._on_message(types.ToolListChangedNotification())
+
+        params = {"name": tool, "arguments": dict(args), "_meta": {"progressToken": token}}
+        result = await caller.request("tools/call", params, on_notification)
+        try:
+            return types.CallToolResult.model_validate(result)
+        except ValidationError:
+            raise UpstreamHttpError("the upstream's answer is not a tool result") from None
 
     def _failed(self, key: str) -> None:
         self.breaker.failed()

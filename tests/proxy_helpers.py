@@ -28,6 +28,12 @@ class Upstream:
             return []
         return [json.loads(line)["credential"] for line in self.record.read_text().splitlines()]
 
+    def peers(self) -> list[int]:
+        """The client port of each recorded call: one per TCP connection Keyhand opened."""
+        if not self.record.exists():
+            return []
+        return [json.loads(line).get("peer") for line in self.record.read_text().splitlines()]
+
     def all_headers(self) -> str:
         return self.record.read_text() if self.record.exists() else ""
 

@@ -75,6 +75,15 @@ async def test_the_upstream_gets_the_vault_token_and_never_the_key_the_client_us
     assert "[REDACTED:tracker]" in text_of(result)  # the marker names the credential
 
 
+async def test_calls_to_an_upstream_reuse_one_connection(start_gateway: StartGateway, upstream: Upstream) -> None:
+    gw, alice = start_with_alice(start_gateway, tracker_config(upstream.url))
+    async with gw.client(alice) as mcp:
+        for _ in range(8):
+            assert not (await mcp.call_tool("tracker__whoami", {})).is_error
+    peers = upstream.peers()
+    assert len(peers) == 8 and len(set(peers)) == 1  # one kept-alive TCP connection for every call
+
+
 async def test_a_leaking_upstream_leaks_nothing_to_the_client_ledger_logs_or_database(
     start_gateway: StartGateway, upstream: Upstream
 ) -> None:

@@ -36,10 +36,11 @@ def received(ctx: Context) -> str:
     """The credential of this call; every one seen is also appended to $UPSTREAM_RECORD for the tests."""
     headers = ctx.headers or {}
     value = headers.get("authorization") or os.environ.get("UPSTREAM_TOKEN", "")
+    client = getattr(ctx.request_context.request, "client", None)  # HTTP: the TCP connection it came on
     record = os.environ.get("UPSTREAM_RECORD")
     if record:
         with open(record, "a") as fh:
-            fh.write(json.dumps({"credential": value, "headers": dict(headers)}) + "\n")
+            fh.write(json.dumps({"credential": value, "headers": dict(headers), "peer": client and client.port}) + "\n")
     return value
 
 

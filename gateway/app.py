@@ -1,7 +1,8 @@
 """Builds the Starlette app. The order things are put together is written here, once.
 
     /healthz             200 once the gateway is ready (no auth)
-    /mcp                 MCP Streamable HTTP (bearer API key; Host/Origin checked)
+    /mcp                 MCP Streamable HTTP (bearer API key; Host/Origin checked): gateway/mcp_fast.py
+                         answers allowed calls, the SDK everything else
     /v1/sessions/...     the ledger API (bearer API key)
     /metrics             Prometheus counters (admin key)
     /v1/admin/...        the admin API (admin key; gateway/admin.py)
@@ -32,6 +33,7 @@ from gateway.admin import AdminApi
 from gateway.api import LedgerApi
 from gateway.auth import LOCAL, bearer_token
 from gateway.errors import ApiError, TooLarge, Unauthorized
+from gateway.mcp_fast import FastLane
 from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, McpSurface
 from gateway.metrics import metrics_endpoint
 from gateway.oauth import Connections
@@ -40,6 +42,8 @@ from gateway.runtime import Runtime
 log = logging.getLogger("keyhand.http")
 
 PROTECTED_PREFIXES = ("/mcp", "/v1/", "/metrics")
+SESSION_IDLE_S = 30 * 60
+"""An MCP connection nobody used for this long is closed (its keyhand session stays in the ledger)."""
 
 
 class AuthMiddleware:
@@ -94,17 +98,19 @@ async def healthz(request: Request) -> Response:
 
 def create_app(runtime: Runtime) -> Starlette:
     surface = McpSurface(runtime)
+    security = transport_security(runtime)
     manager = StreamableHTTPSessionManager(
         app=surface.server,
-        security_settings=transport_security(runtime),
+        security_settings=security,
         max_request_body_size=runtime.config.server.max_body_bytes,
-        session_idle_timeout=30 * 60,
+        session_idle_timeout=SESSION_IDLE_S,
     )
+    mcp_endpoint = FastLane(StreamableHTTPASGIApp(manager), manager, surface, security, SESSION_IDLE_S)
     connections = Connections(runtime)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/mcp", StreamableHTTPASGIApp(manager), methods=["GET", "POST", "DELETE"]),
+        Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
         *LedgerApi(runtime).routes(),
         *AdminApi(runtime, connections).routes(),
         *connections.routes(),

@@ -33,9 +33,10 @@ from mcp.shared.exceptions import MCPError
 
 from gateway import __version__
 from gateway.auth import LOCAL, Principal
-from gateway.context import ToolContext
+from gateway.config import Decision
+from gateway.context import ProgressFn, ToolContext
 from gateway.errors import NotFound
-from gateway.pipeline import Call, run_call
+from gateway.pipeline import Asker, Call, run_call
 from gateway.runtime import Runtime
 from gateway.sessions import Session
 from tools.base import Tool, ToolResult
@@ -154,38 +155,67 @@ class McpSurface:
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         principal = self.principal(ctx)
-        profile = self.rt.config.profile(principal.profile)
-        if self.rt.toolset.get(params.name) is None and self.rt.upstreams is not None:
-            await self.rt.upstreams.ensure_listed(principal)
-        decision = self.rt.toolset.decision(profile, params.name)
-        tool = self.rt.toolset.get(params.name)
-        if tool is None or decision is None or decision == "deny":
+        tool, decision = await self.resolve_tool(principal, params.name)
+        if tool is None or decision is None:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name!r} (see tools/list)")
         session = await self.session_for(ctx, principal)
+        return await self.run_tool(
+            principal, session, tool, decision, params.arguments or {}, ctx.meta, ElicitationAsker(ctx),
+            ctx.session.report_progress,
+        )  # fmt: skip
+
+    async def resolve_tool(self, principal: Principal, name: str) -> tuple[Tool | None, Decision | None]:
+        """The tool this principal's profile lets it call by that name, and the profile's decision (never deny)."""
+        profile = self.rt.config.profile(principal.profile)
+        if self.rt.toolset.get(name) is None and self.rt.upstreams is not None:
+            await self.rt.upstreams.ensure_listed(principal)
+        decision = self.rt.toolset.decision(profile, name)
+        tool = self.rt.toolset.get(name)
+        if tool is None or decision is None or decision == "deny":
+            return None, None
+        return tool, decision
+
+    async def run_tool(
+        self,
+        principal: Principal,
+        session: Session,
+        tool: Tool,
+        decision: Decision,
+        arguments: dict[str, Any],
+        meta: Any,
+        asker: Asker,
+        progress_fn: ProgressFn | None,
+    ) -> types.CallToolResult:
+        """One call through the pipeline, for the SDK's handler and for the fast lane alike."""
         redactor = await self.rt.redactor_for(principal)
         tool_ctx = ToolContext(
             session_id=session.id,
             workspace_root=self.rt.workspaces,
             ledger=self.rt.ledger,
             redactor=redactor,
-            progress_fn=ctx.session.report_progress,
+            progress_fn=progress_fn,
         )
         call = Call(
             session_id=session.id,
             principal=principal,
             tool=tool,
-            args=params.arguments or {},
+            args=arguments,
             decision=decision,
             ctx=tool_ctx,
             redactor=redactor,
-            asker=ElicitationAsker(ctx),
+            asker=asker,
             ledger=self.rt.ledger,
             credentials=self.rt.credentials,
             max_event_bytes=self.rt.config.ledger.max_event_bytes,
-            meta=client_meta(ctx.meta),
+            meta=client_meta(meta),
         )
         result = await run_call(call)
         return to_mcp_result(result, session.id)
+
+    def bound_session(self, principal: Principal, connection: str, wanted: str | None) -> Session | None:
+        """The session a call on this MCP connection belongs to, if one is already bound (no I/O)."""
+        key = (principal.name, "attach:" + wanted) if wanted else (principal.name, connection)
+        return self._bindings.get(key)
 
     # -- telling clients the tool list changed -----------------------------------
 

@@ -37,6 +37,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -89,7 +90,8 @@ class FastLane:
         self._in_flight: _InFlight = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
+        request = Request(scope, receive)
+        headers = request.headers
         if (
             scope["method"] != "POST"
             or "mcp-session-id" not in headers
@@ -97,7 +99,6 @@ class FastLane:
         ):
             await self.sdk(scope, receive, send)
             return
-        request = Request(scope, receive)
         has_json, has_sse = check_accept_headers(request)
         if not (has_json and has_sse) or await self.security.validate_request(request, is_post=True) is not None:
             await self.sdk(scope, receive, send)
@@ -107,7 +108,7 @@ class FastLane:
         if not handled:
             await self.sdk(scope, _replay(body, receive), send)
 
-    async def _try(self, scope: Scope, headers: dict[str, str], body: bytes, send: Send) -> bool:
+    async def _try(self, scope: Scope, headers: Headers, body: bytes, send: Send) -> bool:
         message = _loads(body)
         principal = scope.get(PRINCIPAL_SCOPE_KEY)
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(principal, Principal):
@@ -197,10 +198,6 @@ def _plain_call(message: dict[str, Any]) -> PlainCall | None:
     if meta is not None and "progressToken" in meta:
         return None
     return PlainCall(request_id, name, arguments, meta)
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def _loads(body: bytes) -> Any:
